@@ -1,0 +1,56 @@
+"""robust_jax: robust image classification in JAX/Flax.
+
+Install for use:            pip install -e .
+Install with test tools:    pip install -e .[test]
+Add PyTorch parity refs:    pip install -e .[test,parity]   (torch CPU wheel + pyautoattack)
+"""
+from setuptools import find_packages, setup
+
+# Version ranges are the ones tested here (jax 0.10.2, flax 0.12.8, ...). Widen only after testing.
+INSTALL_REQUIRES = [
+    "jax>=0.10.0,<0.11",
+    "jaxlib>=0.10.0,<0.11",
+    "flax>=0.12.0,<0.13",
+    "optax>=0.2.5,<0.3",
+    "orbax-checkpoint>=0.12.0,<0.13",
+    "chex>=0.1.90,<0.2",
+    "ml-collections>=1.0,<2",
+    "absl-py>=2.1,<3",
+    "numpy>=2.0,<3",
+    "tensorflow-cpu>=2.19,<2.22",  # tf.data only; JAX does the compute
+    "tensorflow-datasets>=4.9.8,<5",
+    "tqdm>=4.66,<5",
+    "matplotlib>=3.9,<4",
+    "scikit-learn>=1.5,<2",  # ships the embedded `digits` dataset
+    "tensorboardX>=2.6,<3",
+    "pillow>=10",
+]
+
+EXTRAS = {
+    "test": [
+        "pytest>=8,<10",
+        "nbclient>=0.10,<0.12",
+        "nbformat>=5.10,<6",
+        "ipykernel>=6.29,<8",
+    ],
+    # PyTorch references for parity tests and benchmarks (heavy; CI installs them once).
+    "parity": [
+        "torch==2.13.0",
+        "pyautoattack==0.2.0",
+    ],
+}
+
+setup(
+    name="robust_jax",
+    version="0.1.0",
+    description="Robust image classification in JAX/Flax: adversarial training, DAT, AdvBN, MixACM, AMP, ViT AT",
+    packages=find_packages(include=["robust_jax", "robust_jax.*"]),
+    python_requires=">=3.10,<3.13",
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS,
+    entry_points={
+        "console_scripts": [
+            "robust-jax-convert=robust_jax.models.convert.cli:main",
+        ]
+    },
+)
