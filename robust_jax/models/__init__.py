@@ -1,0 +1,31 @@
+"""Model registry: `models.get(name, num_classes=..., mean=..., std=..., **kwargs)` -> Linen module.
+
+Every model takes float32 NHWC images in [0,1], normalises inside, and is called as
+`model.apply(variables, x, train=bool, bn='clean')`; staged models also expose `front`/`back`.
+"""
+from __future__ import annotations
+
+import functools
+
+from robust_jax.models.cnn import SmallCNN
+from robust_jax.models.preact_resnet import PreActResNet
+from robust_jax.models.resnet import ResNet
+from robust_jax.models.wideresnet import WideResNet
+
+REGISTRY = {
+    "small_cnn": SmallCNN,
+    "preact_resnet18": functools.partial(PreActResNet, stage_sizes=(2, 2, 2, 2)),
+    "resnet18": functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), block="basic", stem_type="cifar",
+                                  head_name="linear"),
+    "resnet50": functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), block="bottleneck", stem_type="imagenet",
+                                  head_name="fc"),
+    "wrn28_10": functools.partial(WideResNet, depth=28, widen_factor=10),
+    "wrn34_10": functools.partial(WideResNet, depth=34, widen_factor=10),
+}
+
+
+def get(name: str, **kwargs):
+    """Builds the registered model `name` with the given fields (num_classes, mean, std, dual_bn, ...)."""
+    if name not in REGISTRY:
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(sorted(REGISTRY))}")
+    return REGISTRY[name](**kwargs)
