@@ -1,0 +1,132 @@
+"""FGSM and projected gradient descent (PGD) for Linf and L2 threat models.
+
+An attack is a pure, jit-able function of `(logits_fn, x, y, key)` where `logits_fn(x) -> logits`
+closes over the model variables and mode. It is composed from an initialiser, a steepest-ascent step,
+a projection onto the eps-ball intersected with [0,1], and a per-example loss, iterated inside one
+`jax.lax.fori_loop` (a `while_loop` for the early-stopping variant), so compile time does not grow
+with the number of steps. All operations are per example. Returns `stop_gradient(x_adv)`.
+"""
+from __future__ import annotations
+
+from typing import Callable, Union
+
+import jax
+import jax.numpy as jnp
+
+from robust_jax.attacks import losses as losses_lib
+from robust_jax.checks import check_images
+
+NORMS = ("linf", "l2")
+_TINY = 1e-12
+
+
+def _per_example_norm(v):
+    return jnp.sqrt(jnp.sum(jnp.square(v), axis=tuple(range(1, v.ndim)), keepdims=True))
+
+
+def project(x_adv, x, *, norm: str, eps: float):
+    """Projects onto {|x_adv - x| <= eps} (per example) and then into [0,1]."""
+    delta = x_adv - x
+    if norm == "linf":
+        delta = jnp.clip(delta, -eps, eps)
+    else:
+        delta = delta * jnp.minimum(1.0, eps / (_per_example_norm(delta) + _TINY))
+    return jnp.clip(x + delta, 0.0, 1.0)
+
+
+def ascent_step(grad, *, norm: str, step_size: float):
+    """Steepest ascent direction of the given norm, scaled by `step_size`."""
+    if norm == "linf":
+        return step_size * jnp.sign(grad)
+    return step_size * grad / (_per_example_norm(grad) + _TINY)
+
+
+def random_init(key, x, *, norm: str, eps: float, mode: Union[bool, str], init_std: float = 1e-3):
+    """Start point. mode: False/'none' = x; True/'uniform' = uniform in the eps-ball
+    (L2: uniform direction, radius eps * U^(1/d)); 'normal' = x + init_std * N(0, I), not clipped,
+    as the TRADES/MART references start (the first step's projection brings it back)."""
+    mode = {True: "uniform", False: "none"}.get(mode, mode)
+    if mode == "none":
+        return x
+    if mode == "normal":
+        return x + init_std * jax.random.normal(key, x.shape, x.dtype)
+    if mode != "uniform":
+        raise ValueError(f"random_start must be True/False/'uniform'/'normal'/'none', got {mode!r}")
+    if norm == "linf":
+        delta = jax.random.uniform(key, x.shape, x.dtype, -eps, eps)
+    else:
+        k1, k2 = jax.random.split(key)
+        direction = jax.random.normal(k1, x.shape, x.dtype)
+        direction = direction / (_per_example_norm(direction) + _TINY)
+        d = x[0].size
+        radius = eps * jax.random.uniform(k2, (x.shape[0],) + (1,) * (x.ndim - 1), x.dtype) ** (1.0 / d)
+        delta = direction * radius
+    return jnp.clip(x + delta, 0.0, 1.0)
+
+
+def _check(norm, eps, step_size, steps):
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+    if eps < 0 or step_size < 0:
+        raise ValueError(f"eps and step_size must be >= 0, got eps={eps}, step_size={step_size}")
+    if int(steps) != steps or steps < 0:
+        raise ValueError(f"steps must be a non-negative integer, got {steps}")
+
+
+def pgd(logits_fn: Callable, x, y, key, *, norm: str = "linf", eps: float, step_size: float, steps: int,
+        loss: Union[str, Callable] = "ce", random_start: Union[bool, str] = True, init_std: float = 1e-3,
+        targeted: bool = False, early_stop: bool = False):
+    """Projected gradient ascent on `loss(logits_fn(x_adv), y)`.
+
+    targeted=True: `y` are target classes and the attack descends the loss towards them.
+    early_stop=True: an example stops moving once it is misclassified (or hits its target), and the
+    loop ends when all have; the returned point is then the first successful one.
+    `loss` may be a callable `loss(logits, y) -> [B]`, e.g. a KL to fixed clean logits for TRADES.
+    """
+    _check(norm, eps, step_size, steps)
+    check_images(x, "x")
+    loss_fn = losses_lib.get(loss)
+    sign = -1.0 if targeted else 1.0
+
+    def objective(xa):
+        logits = logits_fn(xa)
+        return sign * jnp.sum(loss_fn(logits, y)), logits
+
+    grad_fn = jax.grad(objective, has_aux=True)
+
+    def success(logits):
+        pred = jnp.argmax(logits, axis=-1)
+        return pred == y if targeted else pred != y
+
+    def update(xa, active):
+        g, logits = grad_fn(xa)
+        new = project(xa + ascent_step(g, norm=norm, step_size=step_size), x, norm=norm, eps=eps)
+        done = success(logits)
+        if active is None:
+            return new, done
+        move = (active & ~done).reshape((-1,) + (1,) * (x.ndim - 1))
+        return jnp.where(move, new, xa), done
+
+    x0 = random_init(key, x, norm=norm, eps=eps, mode=random_start, init_std=init_std)
+    if not early_stop:
+        x_adv = jax.lax.fori_loop(0, steps, lambda _, xa: update(xa, None)[0], x0)
+        return jax.lax.stop_gradient(x_adv)
+
+    def cond(carry):
+        i, _, active = carry
+        return (i < steps) & jnp.any(active)
+
+    def body(carry):
+        i, xa, active = carry
+        xa, done = update(xa, active)
+        return i + 1, xa, active & ~done
+
+    _, x_adv, _ = jax.lax.while_loop(cond, body, (0, x0, jnp.ones(x.shape[0], bool)))
+    return jax.lax.stop_gradient(x_adv)
+
+
+def fgsm(logits_fn: Callable, x, y, *, norm: str = "linf", eps: float, loss: Union[str, Callable] = "ce",
+         targeted: bool = False):
+    """One full-size gradient step from x (Goodfellow et al.); `pgd` with steps=1, step_size=eps."""
+    return pgd(logits_fn, x, y, None, norm=norm, eps=eps, step_size=eps, steps=1, loss=loss,
+               random_start=False, targeted=targeted)

@@ -1,0 +1,116 @@
+"""Input pipelines: `train_batches` (infinite, shuffled, augmented, resumable) and `eval_batches`
+(every example once, padded with `mask == 0`), both yielding global batches
+`{'image': float32 [B,H,W,C] in [0,1], 'label': int32 [B]}` sharded over the mesh's `data` axis.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterator, Optional
+
+import jax
+import numpy as np
+import tensorflow as tf
+
+from robust_jax import parallel
+from robust_jax.data import augment
+from robust_jax.data.sources import get_source
+
+
+def source_for(cfg):
+    """The configured source, checked against `cfg.num_classes`."""
+    src = get_source(cfg.name, cfg.get("data_dir"))
+    if cfg.get("num_classes") and cfg.num_classes != src.num_classes:
+        raise ValueError(f"config data.num_classes={cfg.num_classes} but dataset {cfg.name!r} has "
+                         f"{src.num_classes} classes")
+    return src
+
+
+def _process_shard():
+    return jax.process_index(), jax.process_count()
+
+
+def steps_per_epoch(cfg, global_batch_size: int) -> int:
+    """Optimiser steps in one pass over the training split (drop remainder)."""
+    local = source_for(cfg).split(cfg.train_split, _process_shard(), drop_remainder=True).num_examples
+    steps = local // parallel.local_batch_size(global_batch_size)
+    if steps == 0:
+        raise ValueError(f"batch size {global_batch_size} is larger than the training split of {cfg.name!r}")
+    return steps
+
+
+def train_batches(cfg, *, global_batch_size: int, mesh, seed: int, start_step: int = 0) -> Iterator[dict]:
+    """Infinite stream of training batches. Epoch e is shuffled with seed (seed, e) and example i of it
+    augmented with seed (seed, e * n + i): the stream from `start_step` equals the tail of the stream
+    from 0, which is what lets an interrupted run resume to the same result."""
+    src = source_for(cfg)
+    split = src.split(cfg.train_split, _process_shard(), drop_remainder=True)
+    local_bs = parallel.local_batch_size(global_batch_size)
+    n = split.num_examples
+    per_epoch = n // local_bs
+    if per_epoch == 0:
+        raise ValueError(f"batch size {global_batch_size} is larger than the training split of {cfg.name!r}")
+    size = cfg.get("image_size")
+    base = split.dataset.cache() if cfg.get("cache", True) else split.dataset
+    epoch, skip = divmod(start_step, per_epoch)
+    while True:
+        ds = base.shuffle(min(n, cfg.get("shuffle_buffer", 50_000)), seed=seed * 100_003 + epoch,
+                          reshuffle_each_iteration=False)
+        ds = ds.skip(skip * local_bs).enumerate(start=skip * local_bs)
+
+        def prep(i, ex, epoch=epoch):
+            s = tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64) * n + i])
+            image = augment.train_preprocess(ex["image"], s, kind=cfg.train_augment, size=size,
+                                             padding=cfg.get("crop_padding", 4))
+            return {"image": image, "label": ex["label"]}
+
+        ds = ds.map(prep, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = ds.batch(local_bs, drop_remainder=True).prefetch(2)
+        for batch in ds.as_numpy_iterator():
+            yield parallel.to_global(batch, mesh)
+        epoch, skip = epoch + 1, 0
+
+
+def eval_batches(cfg, split: str, *, global_batch_size: int, mesh, num_examples: Optional[int] = None):
+    """(iterator, num_batches) over `split` (its first `num_examples` if given), each example once.
+    Batches carry `mask` (1 real, 0 padding) so metrics can ignore the padding of the last batch."""
+    src = source_for(cfg)
+    index, count = _process_shard()
+    total = src.split(split).num_examples
+    if num_examples:
+        total = min(total, num_examples)
+    local_bs = parallel.local_batch_size(global_batch_size)
+    bounds = np.linspace(0, total, count + 1).astype(int)
+    largest = int(np.max(np.diff(bounds)))
+    num_batches = max(1, math.ceil(largest / local_bs))
+    part = src.split(split)
+    ds = part.dataset.skip(int(bounds[index])).take(int(bounds[index + 1] - bounds[index]))
+    size = cfg.get("image_size")
+    ds = ds.map(lambda ex: {"image": augment.eval_preprocess(ex["image"], kind=cfg.eval_preprocess, size=size),
+                            "label": ex["label"], "mask": tf.constant(1.0)},
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+    def batches():
+        it = ds.batch(local_bs).prefetch(2).as_numpy_iterator()
+        for _ in range(num_batches):
+            batch = next(it, None)
+            yield parallel.to_global(_pad(batch, local_bs, ds.element_spec), mesh)
+
+    return batches(), num_batches
+
+
+def _pad(batch, size, spec):
+    """Pads a (possibly missing or short) local batch to `size` examples with mask 0."""
+    if batch is None:
+        return {k: np.zeros((size,) + tuple(s.shape), s.dtype.as_numpy_dtype) for k, s in spec.items()
+                if s.shape.is_fully_defined()} | _empty_images(spec, size)
+    n = len(batch["label"])
+    if n == size:
+        return batch
+    return {k: np.concatenate([v, np.zeros((size - n,) + v.shape[1:], v.dtype)]) for k, v in batch.items()}
+
+
+def _empty_images(spec, size):
+    shape = spec["image"].shape
+    if not shape.is_fully_defined():
+        raise ValueError("eval images must have a fixed size: set data.eval_preprocess to resize/crop")
+    return {"image": np.zeros((size,) + tuple(shape), np.float32)}

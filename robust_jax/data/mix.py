@@ -1,0 +1,58 @@
+"""Batch-level augmentations that run inside the jitted step: mixup, cutmix, label smoothing.
+
+They return soft targets [B, K]; `attacks.losses.cross_entropy` accepts them directly.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def smooth(labels, num_classes: int, label_smoothing: float = 0.0):
+    """One-hot targets with `label_smoothing` mass spread uniformly over all classes."""
+    onehot = jax.nn.one_hot(labels, num_classes)
+    return onehot * (1.0 - label_smoothing) + label_smoothing / num_classes
+
+
+def mixup(key, x, targets, alpha: float):
+    """Zhang et al.: lam ~ Beta(alpha, alpha); convex combination with a random permutation of the batch."""
+    k_lam, k_perm = jax.random.split(key)
+    lam = jax.random.beta(k_lam, alpha, alpha)
+    perm = jax.random.permutation(k_perm, x.shape[0])
+    return lam * x + (1 - lam) * x[perm], lam * targets + (1 - lam) * targets[perm]
+
+
+def cutmix(key, x, targets, alpha: float):
+    """Yun et al.: paste a box of area ~(1 - lam) from a permuted batch; targets mixed by the exact area."""
+    k_lam, k_perm, k_y, k_x = jax.random.split(key, 4)
+    _, h, w, _ = x.shape
+    lam = jax.random.beta(k_lam, alpha, alpha)
+    cut = jnp.sqrt(1.0 - lam)
+    ch, cw = jnp.round(h * cut), jnp.round(w * cut)
+    cy, cx = jax.random.randint(k_y, (), 0, h), jax.random.randint(k_x, (), 0, w)
+    y0, y1 = jnp.clip(cy - ch // 2, 0, h), jnp.clip(cy + ch // 2, 0, h)
+    x0, x1 = jnp.clip(cx - cw // 2, 0, w), jnp.clip(cx + cw // 2, 0, w)
+    rows, cols = jnp.arange(h)[:, None], jnp.arange(w)[None, :]
+    box = ((rows >= y0) & (rows < y1) & (cols >= x0) & (cols < x1))[None, :, :, None]
+    perm = jax.random.permutation(k_perm, x.shape[0])
+    lam_area = 1.0 - (y1 - y0) * (x1 - x0) / (h * w)
+    return jnp.where(box, x[perm], x), lam_area * targets + (1 - lam_area) * targets[perm]
+
+
+def mix_batch(key, x, labels, *, num_classes: int, mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0,
+              label_smoothing: float = 0.0):
+    """(x, labels) unchanged when nothing is configured; otherwise (mixed x, soft targets).
+    With both alphas set, each batch uses mixup or cutmix with probability 1/2 (timm's default)."""
+    if not (mixup_alpha or cutmix_alpha or label_smoothing):
+        return x, labels
+    targets = smooth(labels, num_classes, label_smoothing)
+    k_switch, k_mix = jax.random.split(key)
+    if mixup_alpha and cutmix_alpha:
+        return jax.lax.cond(jax.random.bernoulli(k_switch),
+                            lambda: cutmix(k_mix, x, targets, cutmix_alpha),
+                            lambda: mixup(k_mix, x, targets, mixup_alpha))
+    if mixup_alpha:
+        return mixup(k_mix, x, targets, mixup_alpha)
+    if cutmix_alpha:
+        return cutmix(k_mix, x, targets, cutmix_alpha)
+    return x, targets

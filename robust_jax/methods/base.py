@@ -1,0 +1,58 @@
+"""What every training objective shares: applying the model in an explicit mode, and its attack.
+
+A method is an object with `loss(params, model_state, batch, key, step) -> (loss, (model_state, metrics))`;
+the generic train step differentiates it w.r.t. `params`. `model_state` holds the non-parameter
+collections (`batch_stats`). Methods say explicitly in which mode (train: batch statistics; eval:
+running statistics) the attack sees the model, as the references differ on this.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Dict
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from robust_jax.attacks import pgd
+
+
+@dataclasses.dataclass(frozen=True)
+class Classifier:
+    """`model.apply` with the mode explicit and the state threaded through."""
+
+    model: nn.Module
+
+    def __call__(self, params, model_state, x, *, train: bool, bn: str = "clean"):
+        """Returns (logits, new_model_state); in eval mode the state comes back unchanged."""
+        variables = {"params": params, **model_state}
+        if train and model_state:
+            logits, updates = self.model.apply(variables, x, train=True, bn=bn, mutable=list(model_state))
+            return logits, {**model_state, **updates}
+        return self.model.apply(variables, x, train=train, bn=bn), model_state
+
+    def logits_fn(self, params, model_state, *, train: bool, bn: str = "clean") -> Callable:
+        """x -> logits for attacks: parameters are constants (no gradient flows back into them through
+        the attack loop) and state updates made in train mode are discarded."""
+        params, model_state = jax.lax.stop_gradient((params, model_state))
+        return lambda x: self(params, model_state, x, train=train, bn=bn)[0]
+
+
+def attack_settings(cfg: ml_collections.ConfigDict) -> Dict[str, Any]:
+    """The `pgd` keyword arguments from an attack config (norm, eps, step_size, steps, loss, random_start)."""
+    return dict(norm=cfg.norm, eps=cfg.eps, step_size=cfg.step_size, steps=cfg.steps, loss=cfg.get("loss", "ce"),
+                random_start=cfg.get("random_start", True))
+
+
+def run_attack(classifier: Classifier, cfg, params, model_state, x, y, key, **overrides):
+    """PGD as configured, on the model in the mode `cfg.train_mode` (True: batch statistics)."""
+    logits_fn = classifier.logits_fn(params, model_state, train=cfg.train_mode)
+    return pgd(logits_fn, x, y, key, **{**attack_settings(cfg), **overrides})
+
+
+def accuracy(logits, labels):
+    """Top-1 accuracy; soft labels are compared by their argmax."""
+    if labels.ndim == logits.ndim:
+        labels = jnp.argmax(labels, -1)
+    return jnp.mean(jnp.argmax(logits, -1) == labels)

@@ -1,0 +1,99 @@
+"""`robust-jax-convert`: a PyTorch checkpoint (.pt/.pth) -> our msgpack variables file.
+
+    robust-jax-convert --model resnet18 --num-classes 10 --mean 0,0,0 --std 1,1,1 \
+        --input model_test.pt --output resnet18.msgpack
+
+The output holds {'params', 'batch_stats'} only (`variables_io.load_variables` reads it strictly).
+Input normalisation is not in a torch checkpoint: our models normalise inside with their `mean`/`std`
+fields, so give the values the torch model's data pipeline used, and build the model with the same
+values when loading (the summary prints the line).
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import logging
+import os
+import sys
+
+import numpy as np
+
+_EPILOG = """\
+mean/std are NOT stored in PyTorch checkpoints: pass what the original data pipeline did.
+  AutoAttack example / pytorch-cifar ResNet-18 and most CIFAR robust models: raw [0,1] inputs
+      -> --mean 0,0,0 --std 1,1,1
+  torchvision ImageNet models: --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225
+Dropped on purpose: BatchNorm num_batches_tracked, TRADES WideResNet sub_block1.* (unused);
+a {'state_dict'|'model'|'net': ...} wrapper and a DataParallel 'module.' prefix are removed.
+Anything else that does not match the model is an error naming the key.
+"""
+
+
+def _floats(text: str):
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if len(values) != 3:
+        raise argparse.ArgumentTypeError(f"expected 3 values (one per RGB channel), got {text!r}")
+    return values
+
+
+def _kwarg(text: str):
+    key, sep, value = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from robust_jax.models.convert import SUPPORTED_MODELS
+
+    p = argparse.ArgumentParser(prog="robust-jax-convert", description=__doc__.split("\n\n")[0],
+                                epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help=f"registered model name: {', '.join(SUPPORTED_MODELS)}")
+    p.add_argument("--input", required=True, help="PyTorch checkpoint (loaded with weights_only=True)")
+    p.add_argument("--output", required=True, help="msgpack variables file to write")
+    p.add_argument("--num-classes", type=int, default=10)
+    p.add_argument("--mean", type=_floats, default=(0.0, 0.0, 0.0),
+                   help="model input mean, e.g. 0,0,0 (not in the checkpoint; see below)")
+    p.add_argument("--std", type=_floats, default=(1.0, 1.0, 1.0), help="model input std, e.g. 1,1,1")
+    p.add_argument("--dual-bn", action="store_true",
+                   help="build the model with dual BatchNorm and copy each torch BN into both 'clean' and 'adv'")
+    p.add_argument("--model-arg", type=_kwarg, action="append", default=[], metavar="KEY=VALUE",
+                   help="extra model field, repeatable, e.g. --model-arg depth=16 --model-arg widen_factor=2")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from robust_jax.models import convert, variables_io
+
+    kwargs = dict(num_classes=args.num_classes, mean=args.mean, std=args.std, dual_bn=args.dual_bn,
+                  **dict(args.model_arg))
+    try:
+        checkpoint = convert.load_torch_checkpoint(args.input)
+        variables = convert.convert_state_dict(checkpoint, args.model, **kwargs)
+    except (FileNotFoundError, ImportError, ValueError, TypeError) as e:
+        print(f"robust-jax-convert: error: {e}", file=sys.stderr)
+        return 1
+    variables_io.save_variables(args.output, variables)
+
+    import jax
+
+    for collection in ("params", "batch_stats"):
+        leaves = jax.tree.leaves(variables[collection])
+        print(f"{collection}: {len(leaves)} arrays, {sum(int(np.size(a)) for a in leaves):,} values")
+    print(f"wrote {args.output} ({os.path.getsize(args.output) / 2**20:.1f} MiB)")
+    fields = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+    print(f"load with: model = robust_jax.models.get({args.model!r}, {fields})\n"
+          f"           variables = variables_io.load_variables({args.output!r}, <model.init(...) output>)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
