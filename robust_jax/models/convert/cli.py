@@ -70,11 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logger = logging.getLogger("robust_jax.models.convert")  # our notes only, not jax's INFO chatter
+    if not logger.handlers:
+        logger.addHandler(logging.StreamHandler(sys.stderr))
+    logger.setLevel(logging.INFO)
     from robust_jax.models import convert, variables_io
 
-    kwargs = dict(num_classes=args.num_classes, mean=args.mean, std=args.std, dual_bn=args.dual_bn,
-                  **dict(args.model_arg))
+    kwargs = {**dict(num_classes=args.num_classes, mean=args.mean, std=args.std, dual_bn=args.dual_bn),
+              **dict(args.model_arg)}
     try:
         checkpoint = convert.load_torch_checkpoint(args.input)
         variables = convert.convert_state_dict(checkpoint, args.model, **kwargs)

@@ -183,4 +183,6 @@ def convert_state_dict(state_dict, model_name: str, **model_kwargs):
         raise ValueError("\n".join([f"state_dict does not match {model_name} ({len(sd)} torch keys):"]
                                    + unexpected + missing + shapes))
     variables_io.check_same_structure(out, template, what="converted variables")  # a cheap guard
+    log.info("converted %d torch tensors into %d Flax arrays for %s", len(used), len(jax.tree.leaves(out)),
+             model_name)
     return out
