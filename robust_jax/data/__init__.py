@@ -29,6 +29,14 @@ def _process_shard():
     return jax.process_index(), jax.process_count()
 
 
+def example_shape(cfg) -> tuple:
+    """[H, W, C] of one preprocessed evaluation example (what the model will see)."""
+    src = source_for(cfg)
+    ex = next(iter(src.split(cfg.eval_split).dataset.take(1)))
+    image = augment.eval_preprocess(ex["image"], kind=cfg.eval_preprocess, size=cfg.get("image_size"))
+    return tuple(int(d) for d in image.shape)
+
+
 def steps_per_epoch(cfg, global_batch_size: int) -> int:
     """Optimiser steps in one pass over the training split (drop remainder)."""
     local = source_for(cfg).split(cfg.train_split, _process_shard(), drop_remainder=True).num_examples

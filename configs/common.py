@@ -1,0 +1,44 @@
+"""Field layout shared by every config; recipes override values, never add ad-hoc keys.
+
+Each recipe file calls `base()` and sets what differs, then `lock()`s the result so that a typo in
+`--config.field=value` is an error.
+"""
+import ml_collections
+
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2471, 0.2435, 0.2616)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def attack(**kw):
+    """The attack a method trains against (pgd keyword arguments + the model mode it sees)."""
+    a = ml_collections.ConfigDict(dict(norm="linf", eps=8 / 255, step_size=2 / 255, steps=10, loss="ce",
+                                       random_start=True, train_mode=False))
+    a.update(kw)
+    return a
+
+
+def base():
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.data = dict(name="digits", train_split="train", eval_split="test", num_classes=0, image_size=0,
+                  train_augment="none", eval_preprocess="none", crop_padding=4, shuffle_buffer=50_000,
+                  cache=True, data_dir="")
+    c.model = dict(name="small_cnn", mean=(0.5,), std=(0.5,), init_from="", kwargs=ml_collections.ConfigDict())
+    c.method = dict(name="standard", attack=attack(), beta=6.0, label_smoothing=0.0, mixup_alpha=0.0,
+                    cutmix_alpha=0.0)
+    c.optim = dict(name="sgd", lr=0.1, momentum=0.9, nesterov=False, weight_decay=5e-4, weight_decay_on="all",
+                   schedule="piecewise", decay_epochs=(), decay_factor=0.1, warmup_epochs=0.0, grad_clip=0.0,
+                   ema_decay=0.0, b1=0.9, b2=0.999)
+    c.train = dict(batch_size=128, epochs=1.0, num_steps=0, log_every=50, eval_every=0, eval_suite="clean,pgd-10",
+                   eval_examples=1000, checkpoint_every=0, keep_checkpoints=2)
+    c.eval = dict(split="", batch_size=250, num_examples=0, suite="clean,pgd-20,cw-20", norm="linf",
+                  eps=8 / 255, step_size=2 / 255, curve_eps=(), curve_attack="pgd-20", checkpoint="",
+                  use_ema=True, seed=0)
+    return c
+
+
+def lock(c):
+    c.lock()
+    return c

@@ -1,0 +1,39 @@
+"""Orbax checkpoints of the TrainState in `workdir/checkpoints`, restored automatically on start."""
+from __future__ import annotations
+
+import os
+
+import jax
+import orbax.checkpoint as ocp
+
+
+class Checkpoints:
+    def __init__(self, workdir: str, *, keep: int = 2):
+        self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+        self.manager = ocp.CheckpointManager(
+            self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+
+    def latest_step(self):
+        return self.manager.latest_step()
+
+    def save(self, state, *, force: bool = False) -> None:
+        self.manager.save(int(state.step), args=ocp.args.StandardSave(state), force=force)
+
+    def restore(self, template, step=None):
+        """The state saved at `step` (default latest) with `template`'s structure, shapes and shardings."""
+        step = self.latest_step() if step is None else step
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+        try:
+            return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(
+                f"checkpoint {self.directory}/{step} does not match the configured model/optimizer "
+                f"(was the workdir used with another config?): {e}") from e
+
+    def restore_or(self, template):
+        """Latest saved state, or `template` when there is none (a fresh run)."""
+        return template if self.latest_step() is None else self.restore(template)
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()

@@ -1,0 +1,56 @@
+"""Optimisers and learning-rate schedules from `config.optim`, defined per step.
+
+SGD follows PyTorch's semantics (weight decay added to the gradient before momentum, dampening 0,
+optional Nesterov), so recipes ported from PyTorch keep their hyperparameters.
+"""
+from __future__ import annotations
+
+import jax
+import optax
+
+SCHEDULES = ("constant", "piecewise", "cosine")
+
+
+def make_schedule(cfg, *, steps_per_epoch: int, total_steps: int):
+    """'constant'; 'piecewise' (lr * decay_factor^k after each of `decay_epochs`); 'cosine' to 0.
+    `warmup_epochs` prepends a linear warm-up from 0 to `lr`."""
+    kind, lr = cfg.schedule, cfg.lr
+    warmup = int(round(cfg.get("warmup_epochs", 0.0) * steps_per_epoch))
+    if kind == "constant":
+        main = optax.constant_schedule(lr)
+    elif kind == "piecewise":
+        boundaries = {int(round(e * steps_per_epoch)) - warmup: cfg.decay_factor for e in cfg.decay_epochs}
+        main = optax.piecewise_constant_schedule(lr, boundaries)
+    elif kind == "cosine":
+        main = optax.cosine_decay_schedule(lr, max(1, total_steps - warmup))
+    else:
+        raise ValueError(f"unknown schedule {kind!r}; known: {SCHEDULES}")
+    if not warmup:
+        return main
+    return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), main], [warmup])
+
+
+def _decay_mask(params, which: str):
+    if which == "all":
+        return jax.tree.map(lambda _: True, params)
+    if which == "kernels":  # conv/dense kernels only: no BN scales/biases, no biases
+        return jax.tree.map(lambda p: p.ndim > 1, params)
+    raise ValueError(f"optim.weight_decay_on must be 'all' or 'kernels', got {which!r}")
+
+
+def make_optimizer(cfg, schedule, params) -> optax.GradientTransformation:
+    """SGD (momentum, nesterov) or AdamW, with optional global-norm gradient clipping."""
+    parts = []
+    if cfg.get("grad_clip", 0.0):
+        parts.append(optax.clip_by_global_norm(cfg.grad_clip))
+    mask = _decay_mask(params, cfg.get("weight_decay_on", "all"))
+    if cfg.name == "sgd":
+        if cfg.weight_decay:
+            parts.append(optax.add_decayed_weights(cfg.weight_decay, mask))
+        parts.append(optax.sgd(schedule, momentum=cfg.momentum or None, nesterov=cfg.get("nesterov", False)))
+    elif cfg.name == "adamw":
+        parts.append(optax.adamw(schedule, b1=cfg.get("b1", 0.9), b2=cfg.get("b2", 0.999),
+                                 weight_decay=cfg.weight_decay, mask=mask))
+    else:
+        raise ValueError(f"unknown optimizer {cfg.name!r}; known: sgd, adamw")
+    return optax.chain(*parts)

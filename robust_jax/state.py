@@ -1,0 +1,56 @@
+"""The training state and the generic jitted train step that differentiates a method's loss."""
+from __future__ import annotations
+
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array
+    params: Any
+    model_state: Any  # non-parameter collections, e.g. {'batch_stats': ...}
+    opt_state: Any
+    ema_params: Any  # {} when EMA is off
+
+    def eval_variables(self, use_ema: bool = True):
+        """Variables for evaluation: EMA parameters when kept (and asked for), else the live ones."""
+        params = self.ema_params if (use_ema and self.ema_params) else self.params
+        return {"params": params, **self.model_state}
+
+
+def create(variables, tx: optax.GradientTransformation, *, ema: bool) -> TrainState:
+    variables = dict(variables)
+    params = variables.pop("params")
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=variables,
+                      opt_state=tx.init(params), ema_params=jax.tree.map(jnp.copy, params) if ema else {})
+
+
+def make_train_step(method, tx: optax.GradientTransformation, *, ema_decay: float = 0.0):
+    """(state, batch, key) -> (state, metrics). The step's key is `fold_in(key, state.step)`.
+
+    Non-finite guard: if the loss or any gradient is NaN/inf the update is skipped (the state keeps its
+    last finite values) and `metrics['nonfinite']` is 1; the training loop stops with an error then.
+    """
+
+    def step_fn(state: TrainState, batch, key):
+        key = jax.random.fold_in(key, state.step)
+        grad_fn = jax.value_and_grad(method.loss, has_aux=True)
+        (loss, (model_state, metrics)), grads = grad_fn(state.params, state.model_state, batch, key, state.step)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        finite = jnp.isfinite(loss) & jnp.all(jnp.array([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
+        ema_params = state.ema_params
+        if ema_decay:
+            ema_params = jax.tree.map(lambda e, p: ema_decay * e + (1 - ema_decay) * p, ema_params, params)
+        new = TrainState(step=state.step + 1, params=params, model_state=model_state, opt_state=opt_state,
+                         ema_params=ema_params)
+        new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state.replace(step=state.step + 1))
+        metrics = {**metrics, "grad_norm": optax.global_norm(grads), "nonfinite": 1 - finite.astype(jnp.int32)}
+        return new, metrics
+
+    return step_fn
