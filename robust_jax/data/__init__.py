@@ -48,17 +48,19 @@ def steps_per_epoch(cfg, global_batch_size: int) -> int:
 
 def train_batches(cfg, *, global_batch_size: int, mesh, seed: int, start_step: int = 0) -> Iterator[dict]:
     """Infinite stream of training batches. Epoch e is shuffled with seed (seed, e) and example i of it
-    augmented with seed (seed, e * n + i): the stream from `start_step` equals the tail of the stream
-    from 0, which is what lets an interrupted run resume to the same result."""
+    (on process p of P) augmented with seed (seed, (e * P + p) * n + i): the stream from `start_step`
+    equals the tail of the stream from 0, which is what lets an interrupted run resume to the same result."""
     src = source_for(cfg)
-    split = src.split(cfg.train_split, _process_shard(), drop_remainder=True)
+    index, count = _process_shard()
+    split = src.split(cfg.train_split, (index, count), drop_remainder=True)
     local_bs = parallel.local_batch_size(global_batch_size)
     n = split.num_examples
     per_epoch = n // local_bs
     if per_epoch == 0:
         raise ValueError(f"batch size {global_batch_size} is larger than the training split of {cfg.name!r}")
     size = cfg.get("image_size")
-    base = split.dataset.cache() if cfg.get("cache", True) else split.dataset
+    base = split.encoded.cache() if cfg.get("cache", True) else split.encoded
+    decode = split.decode or (lambda ex: ex)
     epoch, skip = divmod(start_step, per_epoch)
     while True:
         ds = base.shuffle(min(n, cfg.get("shuffle_buffer", 50_000)), seed=seed * 100_003 + epoch,
@@ -66,7 +68,8 @@ def train_batches(cfg, *, global_batch_size: int, mesh, seed: int, start_step: i
         ds = ds.skip(skip * local_bs).enumerate(start=skip * local_bs)
 
         def prep(i, ex, epoch=epoch):
-            s = tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64) * n + i])
+            ex = decode(ex)
+            s = tf.stack([tf.constant(seed, tf.int64), (tf.cast(epoch, tf.int64) * count + index) * n + i])
             image = augment.train_preprocess(ex["image"], s, kind=cfg.train_augment, size=size,
                                              padding=cfg.get("crop_padding", 4))
             return {"image": image, "label": ex["label"]}
@@ -91,11 +94,16 @@ def eval_batches(cfg, split: str, *, global_batch_size: int, mesh, num_examples:
     largest = int(np.max(np.diff(bounds)))
     num_batches = max(1, math.ceil(largest / local_bs))
     part = src.split(split)
-    ds = part.dataset.skip(int(bounds[index])).take(int(bounds[index + 1] - bounds[index]))
+    ds = part.encoded.skip(int(bounds[index])).take(int(bounds[index + 1] - bounds[index]))
     size = cfg.get("image_size")
-    ds = ds.map(lambda ex: {"image": augment.eval_preprocess(ex["image"], kind=cfg.eval_preprocess, size=size),
-                            "label": ex["label"], "mask": tf.constant(1.0)},
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    decode = part.decode or (lambda ex: ex)
+
+    def prep(ex):
+        ex = decode(ex)
+        return {"image": augment.eval_preprocess(ex["image"], kind=cfg.eval_preprocess, size=size),
+                "label": ex["label"], "mask": tf.constant(1.0)}
+
+    ds = ds.map(prep, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
     def batches():
         it = ds.batch(local_bs).prefetch(2).as_numpy_iterator()

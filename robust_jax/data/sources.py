@@ -1,5 +1,7 @@
 """Where examples come from. A source turns `(split, shard)` into a `tf.data.Dataset` of
-`{'image': uint8 or float32 HWC, 'label': int32}` plus the number of examples it will yield.
+`{'image': uint8 or float32 HWC, 'label': int32}` plus the number of examples it will yield
+(`Split.dataset`; pipelines shuffle `Split.encoded` and `Split.decode` after, so compressed images are
+decoded only when used).
 
 Names understood by `get_source(name)`:
   * `digits`           scikit-learn's bundled 8x8 digits, upsampled to 16x16x1 (no download; the default).
@@ -15,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import numpy as np
 
@@ -28,10 +30,19 @@ tf.config.set_visible_devices([], "GPU")  # tf.data only: leave accelerators to 
 
 @dataclasses.dataclass
 class Split:
-    """One process's part of a split: a dataset and how many examples it yields."""
+    """One process's part of a split: its examples and how many there are. `encoded` may hold images
+    still compressed (TFDS, ImageFolder); `decode(example)` makes them `{'image': HWC, 'label'}`."""
 
-    dataset: tf.data.Dataset
+    encoded: tf.data.Dataset
     num_examples: int
+    decode: Optional[Callable] = None
+
+    @property
+    def dataset(self) -> tf.data.Dataset:
+        """The decoded examples."""
+        if self.decode is None:
+            return self.encoded
+        return self.encoded.map(self.decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 def _shard_bounds(n: int, index: int, count: int, drop_remainder: bool) -> Tuple[int, int]:
@@ -92,7 +103,7 @@ def _npz_arrays(path: str):
             if x.ndim != 4:
                 raise ValueError(f"{path!r}: x_{s} must be NHWC (rank 4), got shape {x.shape}")
             if x.dtype != np.uint8:
-                if not np.issubdtype(x.dtype, np.floating) or x.min() < 0 or x.max() > 1:
+                if not np.issubdtype(x.dtype, np.floating) or not (x.min() >= 0 and x.max() <= 1):  # NaN too
                     raise ValueError(f"{path!r}: x_{s} must be uint8 in [0,255] or float in [0,1], got "
                                      f"{x.dtype} in [{x.min()}, {x.max()}]")
                 x = x.astype(np.float32)
@@ -106,6 +117,7 @@ class TFDSSource:
 
     def __init__(self, name: str, data_dir: Optional[str] = None, builder=None):
         self.name = name
+        data_dir = data_dir or None  # '' (the config default) means TFDS's default directory
         if builder is None:
             try:
                 builder = tfds.builder(name, data_dir=data_dir)
@@ -130,12 +142,19 @@ class TFDSSource:
             raise ValueError(f"dataset {self.name!r} has no split {split!r}; splits: {self.splits}")
         n = self.builder.info.splits[split].num_examples
         lo, hi = _shard_bounds(n, shard[0], shard[1], drop_remainder)
-        ds = self.builder.as_dataset(split=f"{split}[{lo}:{hi}]", shuffle_files=False,
-                                     decoders={"image": tfds.decode.SkipDecoding()})
-        ds = ds.map(lambda ex: {"image": tf.io.decode_image(ex["image"], channels=3, expand_animations=False),
-                                "label": tf.cast(ex["label"], tf.int32)},
-                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        return Split(ds, hi - lo)
+        decoders = {"image": tfds.decode.SkipDecoding()}
+        if isinstance(self.builder, tfds.folder_dataset.ImageFolder):
+            # ImageFolder rejects the sub-split syntax `split[lo:hi]`: slice the (fixed-order) split instead.
+            ds = self.builder.as_dataset(split=split, shuffle_files=False, decoders=decoders)
+            ds = ds.skip(lo).take(hi - lo)
+        else:
+            ds = self.builder.as_dataset(split=f"{split}[{lo}:{hi}]", shuffle_files=False, decoders=decoders)
+        ds = ds.map(lambda ex: {"image": ex["image"], "label": tf.cast(ex["label"], tf.int32)})
+        return Split(ds, hi - lo, decode=_decode_image)
+
+
+def _decode_image(ex):
+    return {**ex, "image": tf.io.decode_image(ex["image"], channels=3, expand_animations=False)}
 
 
 def get_source(name: str, data_dir: Optional[str] = None):
