@@ -5,8 +5,9 @@
 
 Linf eps 0.15 ([0,1] pixels), PGD-10 training with step 0.04, evaluation with PGD-20 / CW-20 (step 0.02)
 on the 360 held-out test digits. Expected (measured here, seed 0):
-    PGD-AT:    clean EXPECTED_AT_CLEAN%,  PGD-20 EXPECTED_AT_PGD%
-    standard:  clean EXPECTED_ST_CLEAN%,  PGD-20 EXPECTED_ST_PGD%
+    PGD-AT:    clean 98.61%,  PGD-20 73.33%,  CW-20 71.67%   (2 min 45 s here)
+    standard:  clean 98.89%,  PGD-20  0.00%,  CW-20  0.00%
+PGD accuracy vs eps (PGD-AT / standard): 0.05: 94.2 / 60.8, 0.10: 87.2 / 2.5, 0.15: 73.3 / 0.0.
 Args: 'standard' trains without attack; 'smoke' runs a few steps (seconds, for tests).
 """
 from configs import common

@@ -8,6 +8,7 @@ corruptions) register in `EVALUATORS`.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -61,12 +62,15 @@ def _settings(cfg_eval, eps=None):
     return {"norm": cfg_eval.norm, "eps": cfg_eval.eps if eps is None else eps, "step_size": cfg_eval.step_size}
 
 
-def make_eval_step(model, entries, settings):
-    """jit(variables, batch, key) -> {name: number of correct real examples in the batch}."""
+@functools.lru_cache(maxsize=32)
+def make_eval_step(model, entries: tuple, norm: str):
+    """jit(variables, batch, key, eps, step_size) -> {name: number of correct real examples}.
+    eps and step_size are traced, so an accuracy-vs-eps curve compiles once; cached per suite."""
 
-    def step(variables, batch, key):
+    def step(variables, batch, key, eps, step_size):
         logits_fn = lambda x: model.apply(variables, x, train=False)
         x, y, mask = batch["image"], batch["label"], batch["mask"]
+        settings = {"norm": norm, "eps": eps, "step_size": step_size}
         out = {}
         for i, (name, kind, steps) in enumerate(entries):
             x_eval = EVALUATORS[kind](logits_fn, x, y, jax.random.fold_in(key, i), steps=steps, settings=settings)
@@ -84,13 +88,15 @@ def run_suite(model, variables, config, mesh, *, suite: str, eps=None, split=Non
     split = split or cfg.get("split") or config.data.eval_split
     batches, n_batches = data.eval_batches(config.data, split, global_batch_size=cfg.batch_size, mesh=mesh,
                                            num_examples=cfg.get("num_examples") if num_examples is None else num_examples)
-    step = make_eval_step(model, entries, _settings(cfg, eps))
+    settings = _settings(cfg, eps)
+    step = make_eval_step(model, tuple(entries), settings["norm"])
+    eps_, step_size = jnp.float32(settings["eps"]), jnp.float32(settings["step_size"])
     key = jax.random.key(cfg.get("seed", 0))
     correct = {name: 0.0 for name, _, _ in entries}
     total = 0.0
     bar = tqdm(batches, total=n_batches, desc=desc, disable=not progress or jax.process_index() != 0, leave=False)
     for i, batch in enumerate(bar):
-        counts = jax.device_get(step(variables, batch, jax.random.fold_in(key, i)))
+        counts = jax.device_get(step(variables, batch, jax.random.fold_in(key, i), eps_, step_size))
         total += float(jax.device_get(jnp.sum(batch["mask"])))
         for name in correct:
             correct[name] += float(counts[name])

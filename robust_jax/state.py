@@ -50,7 +50,7 @@ def make_train_step(method, tx: optax.GradientTransformation, *, ema_decay: floa
         new = TrainState(step=state.step + 1, params=params, model_state=model_state, opt_state=opt_state,
                          ema_params=ema_params)
         new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state.replace(step=state.step + 1))
-        metrics = {**metrics, "grad_norm": optax.global_norm(grads), "nonfinite": 1 - finite.astype(jnp.int32)}
+        metrics = {**metrics, "grad_norm": optax.tree.norm(grads), "nonfinite": 1 - finite.astype(jnp.int32)}
         return new, metrics
 
     return step_fn

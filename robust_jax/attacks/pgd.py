@@ -67,7 +67,8 @@ def random_init(key, x, *, norm: str, eps: float, mode: Union[bool, str], init_s
 def _check(norm, eps, step_size, steps):
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
-    if eps < 0 or step_size < 0:
+    concrete = not any(isinstance(v, jax.core.Tracer) for v in (eps, step_size))
+    if concrete and (eps < 0 or step_size < 0):
         raise ValueError(f"eps and step_size must be >= 0, got eps={eps}, step_size={step_size}")
     if int(steps) != steps or steps < 0:
         raise ValueError(f"steps must be a non-negative integer, got {steps}")

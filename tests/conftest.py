@@ -1,0 +1,18 @@
+"""Shared fixtures. Tests run on the CPU; JAX compiles are cached per session where possible."""
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:  # `configs` is a top-level package of the repository, not of the install
+    sys.path.insert(0, ROOT)
+
+import jax  # noqa: E402
+
+# Many tests compile the same small programs (smoke configs); a persistent cache shared by the test
+# session and its subprocesses keeps the suite fast.
+_CACHE = os.path.join(ROOT, ".pytest_cache", "jax_compilation_cache")
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _CACHE)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
