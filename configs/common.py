@@ -12,9 +12,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def attack(**kw):
-    """The attack a method trains against (pgd keyword arguments + the model mode it sees)."""
+    """The attack a method trains against (pgd keyword arguments + the model mode it sees).
+    random_start: 'uniform' (in the eps-ball), 'normal' (x + 0.001 N(0,I), TRADES/MART) or 'none'."""
     a = ml_collections.ConfigDict(dict(norm="linf", eps=8 / 255, step_size=2 / 255, steps=10, loss="ce",
-                                       random_start=True, train_mode=False))
+                                       random_start="uniform", train_mode=False))
     a.update(kw)
     return a
 
@@ -42,3 +43,13 @@ def base():
 def lock(c):
     c.lock()
     return c
+
+
+def smoke(c, *, image: str, num_classes: int = 10, model_kwargs=None):
+    """Turns a recipe into a seconds-long CPU run on fake data with the same model/method/optimiser."""
+    c.data.update(name=f"fake:{image}:{num_classes}", num_classes=num_classes, cache=True)
+    if model_kwargs:
+        c.model.kwargs = ml_collections.ConfigDict(model_kwargs)
+    c.method.attack.steps = 2
+    c.train.update(batch_size=8, epochs=0, num_steps=2, log_every=1, eval_every=0, checkpoint_every=0)
+    c.eval.update(batch_size=8, num_examples=8, suite="clean,pgd-2", curve_eps=())

@@ -7,6 +7,8 @@ Names understood by `get_source(name)`:
   * `digits`           scikit-learn's bundled 8x8 digits, upsampled to 16x16x1 (no download; the default).
   * `npz:PATH`         a NumPy archive with `x_<split>` (uint8 in [0,255] or float in [0,1], NHWC) and `y_<split>`.
   * `imagefolder:PATH` PATH/<split>/<class>/<image> read by TFDS's ImageFolder (class = folder name).
+  * `fake:HxWxC:K`     deterministic random uint8 images, K classes, 256 per split: smoke runs of recipes
+                       whose real data (CIFAR-10, ImageNet) is not on the machine. Nothing to learn in it.
   * anything else      a TFDS dataset name (`cifar10`, `imagenet2012`, ...), prepared beforehand.
 
 `shard = (index, count)` splits a split into `count` near-equal parts (one per process); with
@@ -17,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import re
 from typing import Callable, Optional, Tuple
 
 import numpy as np
@@ -157,7 +160,20 @@ def _decode_image(ex):
     return {**ex, "image": tf.io.decode_image(ex["image"], channels=3, expand_animations=False)}
 
 
+def _fake_arrays(spec: str):
+    m = re.fullmatch(r"(\d+)x(\d+)x(\d+):(\d+)", spec)
+    if not m:
+        raise ValueError(f"fake data is named fake:HxWxC:K (e.g. fake:32x32x3:10), got fake:{spec}")
+    h, w, c, k = map(int, m.groups())
+    rng = np.random.RandomState(0)
+    return {split: (rng.randint(0, 256, (256, h, w, c)).astype(np.uint8), rng.randint(0, k, 256).astype(np.int32))
+            for split in ("train", "test")}, k
+
+
 def get_source(name: str, data_dir: Optional[str] = None):
+    if name.startswith("fake:"):
+        arrays, k = _fake_arrays(name[5:])
+        return ArraySource(name, arrays, num_classes=k)
     if name == "digits":
         return ArraySource("digits", _digits_arrays(), num_classes=10)
     if name.startswith("npz:"):

@@ -19,6 +19,7 @@ REGISTRY = {
                                   head_name="linear"),
     "resnet50": functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), block="bottleneck", stem_type="imagenet",
                                   head_name="fc"),
+    "wrn": WideResNet,  # any depth/widen_factor via kwargs
     "wrn28_10": functools.partial(WideResNet, depth=28, widen_factor=10),
     "wrn34_10": functools.partial(WideResNet, depth=34, widen_factor=10),
 }
