@@ -1,17 +1,19 @@
-"""Figures for reports and notebooks (matplotlib, headless)."""
+"""Figures for reports and notebooks, written as PNG files.
+
+Built on `matplotlib.figure.Figure` directly (not pyplot), so it works headless and never changes the
+backend of the session it runs in (notebooks keep their inline plots).
+"""
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure
 
 
 def accuracy_vs_eps(points, attack: str, path: str) -> str:
     """Robust accuracy against the perturbation budget; `points` [(eps, acc)] or {label: [(eps, acc)]}."""
     series = points if isinstance(points, dict) else {attack: points}
-    fig, ax = plt.subplots(figsize=(4.5, 3.2), dpi=120)
+    fig = Figure(figsize=(4.5, 3.2), dpi=120)
+    ax = fig.subplots()
     for label, pts in series.items():
         eps, acc = np.asarray(pts).T
         ax.plot(eps, 100 * acc, marker="o", label=label)
@@ -22,14 +24,14 @@ def accuracy_vs_eps(points, attack: str, path: str) -> str:
     ax.legend()
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
     return path
 
 
 def image_grid(rows, row_labels, path: str, titles=None) -> str:
     """Rows of [N,H,W,C] images in [0,1] (e.g. clean / adversarial / amplified perturbation)."""
     n = rows[0].shape[0]
-    fig, axes = plt.subplots(len(rows), n, figsize=(1.2 * n, 1.3 * len(rows)), dpi=120, squeeze=False)
+    fig = Figure(figsize=(1.2 * n, 1.3 * len(rows)), dpi=120)
+    axes = fig.subplots(len(rows), n, squeeze=False)
     for r, imgs in enumerate(rows):
         for c in range(n):
             ax = axes[r][c]
@@ -43,5 +45,4 @@ def image_grid(rows, row_labels, path: str, titles=None) -> str:
                 ax.set_title(titles[c], fontsize=7)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
     return path

@@ -1,0 +1,27 @@
+"""Evaluate a CIFAR-10 ResNet-18 converted from PyTorch (pytorch-cifar layout, raw [0,1] inputs), e.g.
+AutoAttack's example model shipped in the `pyautoattack` package (an undefended model):
+
+    pip install -e .[parity]
+    robust-jax-convert --model resnet18 --num-classes 10 --mean 0,0,0 --std 1,1,1 \\
+        --input $(python -c "import importlib.resources as r; print(r.files('pyautoattack') / 'examples' / 'model_test.pt')") \\
+        --output runs/resnet18_autoattack.msgpack
+    python main.py --config configs/cifar10_eval_converted_resnet18.py --mode eval --workdir runs/eval_r18 \\
+        --config.eval.checkpoint=runs/resnet18_autoattack.msgpack \\
+        --config.data.name=npz:../shared/data/cifar10_subset.npz
+
+Expected on the 1,000 test images of cifar10_subset.npz (measured here): clean 83.80%, the same as the
+PyTorch model (83.8%); the model is undefended, so robust accuracy at Linf 1/255 is already low.
+Without `--config.data.name` it reads TFDS `cifar10` (prepare with `tfds build cifar10`).
+"""
+from configs import common
+
+
+def get_config(arg=None):
+    c = common.base()
+    c.data.update(name="cifar10", num_classes=10, image_size=32, train_augment="crop_flip")
+    c.model.update(name="resnet18", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    c.method.name = "standard"
+    # Clean accuracy by default (seconds on a CPU); add attacks with e.g. --config.eval.suite=clean,pgd-20,cw-20
+    # (ResNet-18 PGD-20 on 1,000 images takes several minutes per attack on 2 CPU cores).
+    c.eval.update(batch_size=500, eps=1 / 255, step_size=0.25 / 255, suite="clean", use_ema=False)
+    return common.lock(c)
