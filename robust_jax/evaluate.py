@@ -16,7 +16,6 @@ from typing import Callable, Dict
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from tqdm.auto import tqdm
 
 from robust_jax import builders, data, parallel

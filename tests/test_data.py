@@ -407,7 +407,7 @@ def test_mixup():
 
 def test_cutmix():
     x, t = _identity_batch()
-    xs, h, w = np.asarray(x), x.shape[1], x.shape[2]
+    xs, _h, _w = np.asarray(x), x.shape[1], x.shape[2]
     pasted_any = False
     for seed in range(8):
         xm, tm = jax.jit(mix.cutmix, static_argnums=3)(jax.random.key(seed), x, t, 1.0)

@@ -39,6 +39,18 @@ class Classifier:
         return lambda x: self(params, model_state, x, train=train, bn=bn)[0]
 
 
+class Method:
+    """Base of the objectives: holds the model (as a `Classifier`), the method config and the class count."""
+
+    def __init__(self, model, cfg, num_classes: int):
+        self.classifier = Classifier(model)
+        self.cfg = cfg
+        self.num_classes = num_classes
+
+    def loss(self, params, model_state, batch, key, step):
+        raise NotImplementedError
+
+
 def attack_settings(cfg: ml_collections.ConfigDict) -> Dict[str, Any]:
     """The `pgd` keyword arguments from an attack config (norm, eps, step_size, steps, loss, random_start)."""
     return dict(norm=cfg.norm, eps=cfg.eps, step_size=cfg.step_size, steps=cfg.steps, loss=cfg.get("loss", "ce"),

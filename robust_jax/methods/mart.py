@@ -12,14 +12,10 @@ import jax.numpy as jnp
 from jax.scipy.special import xlogy
 
 from robust_jax.attacks.losses import cross_entropy
-from robust_jax.methods.base import Classifier, accuracy, run_attack
+from robust_jax.methods.base import Method, accuracy, run_attack
 
 
-class MART:
-    def __init__(self, model, cfg, num_classes: int):
-        self.classifier = Classifier(model)
-        self.cfg = cfg
-
+class MART(Method):
     def loss(self, params, model_state, batch, key, step):
         x, y = batch["image"], batch["label"]
         x_adv = run_attack(self.classifier, self.cfg.attack, params, model_state, x, y, key)

@@ -7,18 +7,13 @@ here they are discarded, so running statistics follow the training forward passe
 """
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 
 from robust_jax.attacks.losses import cross_entropy
-from robust_jax.methods.base import Classifier, accuracy, run_attack
+from robust_jax.methods.base import Method, accuracy, run_attack
 
 
-class PGDAT:
-    def __init__(self, model, cfg, num_classes: int):
-        self.classifier = Classifier(model)
-        self.cfg = cfg
-
+class PGDAT(Method):
     def loss(self, params, model_state, batch, key, step):
         x, y = batch["image"], batch["label"]
         x_adv = run_attack(self.classifier, self.cfg.attack, params, model_state, x, y, key)

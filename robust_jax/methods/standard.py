@@ -1,20 +1,14 @@
 """Standard (non-adversarial) training: cross-entropy, with optional label smoothing, mixup, cutmix."""
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 
 from robust_jax.attacks.losses import cross_entropy
 from robust_jax.data import mix
-from robust_jax.methods.base import Classifier, accuracy
+from robust_jax.methods.base import Method, accuracy
 
 
-class Standard:
-    def __init__(self, model, cfg, num_classes: int):
-        self.classifier = Classifier(model)
-        self.cfg = cfg
-        self.num_classes = num_classes
-
+class Standard(Method):
     def targets(self, batch, key):
         """Images and (soft) targets after the configured batch mixing and label smoothing."""
         return mix.mix_batch(key, batch["image"], batch["label"], num_classes=self.num_classes,

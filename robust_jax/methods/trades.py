@@ -8,18 +8,13 @@ once inside the KL), updating BN running statistics three times per step; we run
 """
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 
 from robust_jax.attacks.losses import cross_entropy, kl_divergence
-from robust_jax.methods.base import Classifier, accuracy, run_attack
+from robust_jax.methods.base import Method, accuracy, run_attack
 
 
-class TRADES:
-    def __init__(self, model, cfg, num_classes: int):
-        self.classifier = Classifier(model)
-        self.cfg = cfg
-
+class TRADES(Method):
     def loss(self, params, model_state, batch, key, step):
         x, y = batch["image"], batch["label"]
         attack_logits = self.classifier.logits_fn(params, model_state, train=self.cfg.attack.train_mode)(x)

@@ -85,13 +85,8 @@ class BatchNorm(nn.Module):
         return (y * scale + bias).astype(self.dtype)
 
 
-class DualBatchNorm(nn.Module):
+class DualBatchNorm(BatchNorm):
     """Two BatchNorms, `clean` and `adv`, sharing nothing; `bn` picks one (AdvProp / AdvBN heads)."""
-
-    momentum: float = 0.1
-    epsilon: float = 1e-5
-    group_size: Optional[int] = None
-    dtype: jnp.dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x, *, train: bool, bn: str = "clean"):

@@ -10,20 +10,14 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from robust_jax.models import layers
-from robust_jax.models.resnet import Stage
+from robust_jax.models.resnet import Block, Stage
 from robust_jax.models.staged import StagedClassifier
 
 
-class PreActBlock(nn.Module):
-    features: int
-    stride: int
-    norm: callable
-    kernel_init: callable
-    dtype: jnp.dtype = jnp.float32
-
+class PreActBlock(Block):
     @nn.compact
     def __call__(self, x, *, train: bool, bn: str):
-        conv = lambda f, k, s, name: layers.conv(f, k, s, name=name, kernel_init=self.kernel_init, dtype=self.dtype)
+        conv = self.conv
         out = nn.relu(self.norm(name="bn1")(x, train=train, bn=bn))
         needs_projection = self.stride != 1 or x.shape[-1] != self.features
         shortcut = conv(self.features, 1, self.stride, "shortcut_conv")(out) if needs_projection else x

@@ -16,7 +16,9 @@ from robust_jax.models import layers
 from robust_jax.models.staged import StagedClassifier
 
 
-class BasicBlock(nn.Module):
+class Block(nn.Module):
+    """Fields every residual block takes; `conv` builds a torch-padded conv with the block's init/dtype."""
+
     features: int
     stride: int
     norm: callable
@@ -24,25 +26,25 @@ class BasicBlock(nn.Module):
     dtype: jnp.dtype = jnp.float32
     expansion = 1
 
+    def conv(self, features, kernel, stride, name):
+        return layers.conv(features, kernel, stride, name=name, kernel_init=self.kernel_init, dtype=self.dtype)
+
+
+class BasicBlock(Block):
     @nn.compact
     def __call__(self, x, *, train: bool, bn: str):
-        conv = lambda f, k, s, name: layers.conv(f, k, s, name=name, kernel_init=self.kernel_init, dtype=self.dtype)
+        conv = self.conv
         y = nn.relu(self.norm(name="bn1")(conv(self.features, 3, self.stride, "conv1")(x), train=train, bn=bn))
         y = self.norm(name="bn2")(conv(self.features, 3, 1, "conv2")(y), train=train, bn=bn)
         return nn.relu(y + _projection_shortcut(self, x, train, bn))
 
 
-class Bottleneck(nn.Module):
-    features: int
-    stride: int
-    norm: callable
-    kernel_init: callable
-    dtype: jnp.dtype = jnp.float32
+class Bottleneck(Block):
     expansion = 4
 
     @nn.compact
     def __call__(self, x, *, train: bool, bn: str):
-        conv = lambda f, k, s, name: layers.conv(f, k, s, name=name, kernel_init=self.kernel_init, dtype=self.dtype)
+        conv = self.conv
         y = nn.relu(self.norm(name="bn1")(conv(self.features, 1, 1, "conv1")(x), train=train, bn=bn))
         y = nn.relu(self.norm(name="bn2")(conv(self.features, 3, self.stride, "conv2")(y), train=train, bn=bn))
         y = self.norm(name="bn3")(conv(self.features * 4, 1, 1, "conv3")(y), train=train, bn=bn)
@@ -54,7 +56,7 @@ def _projection_shortcut(block, x, train, bn):
     out = block.features * block.expansion
     if block.stride == 1 and x.shape[-1] == out:
         return x
-    s = layers.conv(out, 1, block.stride, name="shortcut_conv", kernel_init=block.kernel_init, dtype=block.dtype)(x)
+    s = block.conv(out, 1, block.stride, "shortcut_conv")(x)
     return block.norm(name="shortcut_bn")(s, train=train, bn=bn)
 
 

@@ -9,20 +9,14 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from robust_jax.models import layers
-from robust_jax.models.resnet import Stage
+from robust_jax.models.resnet import Block, Stage
 from robust_jax.models.staged import StagedClassifier
 
 
-class WideBlock(nn.Module):
-    features: int
-    stride: int
-    norm: callable
-    kernel_init: callable
-    dtype: jnp.dtype = jnp.float32
-
+class WideBlock(Block):
     @nn.compact
     def __call__(self, x, *, train: bool, bn: str):
-        conv = lambda f, k, s, name: layers.conv(f, k, s, name=name, kernel_init=self.kernel_init, dtype=self.dtype)
+        conv = self.conv
         pre = nn.relu(self.norm(name="bn1")(x, train=train, bn=bn))
         equal_in_out = x.shape[-1] == self.features
         if equal_in_out and self.stride != 1:
