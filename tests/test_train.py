@@ -97,6 +97,18 @@ def test_unknown_names_fail_loudly(tmp_path):
         smoke_config().train.batchsize = 3  # locked config: a typo is an error
 
 
+def test_checkpoint_of_another_model_is_refused(tmp_path):
+    from robust_jax import evaluate
+
+    config = smoke_config(num_steps=1)
+    config.eval.suite = "clean"
+    train.train_and_evaluate(config, str(tmp_path))
+    other = smoke_config()
+    other.model.update(name="resnet18")
+    with pytest.raises(ValueError, match="does not match the configured model"):
+        evaluate.evaluate(other, str(tmp_path))
+
+
 def _run_main(*args, cwd=ROOT):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     return subprocess.run([sys.executable, os.path.join(ROOT, "main.py"), *args], cwd=cwd, env=env,
@@ -134,5 +146,5 @@ def test_pgd_at_is_far_more_robust_than_standard_training(tmp_path):
         results[variant or "pgd_at"] = train.train_and_evaluate(c, str(tmp_path / (variant or "at")))["accuracy"]
     at, st = results["pgd_at"], results["standard"]
     assert at["clean"] >= 0.8 and st["clean"] >= 0.9, results
-    assert st["pgd-10"] <= 0.1, results
+    assert st["pgd-10"] <= 0.03, results  # PGD drives an undefended model to ~0%
     assert at["pgd-10"] - st["pgd-10"] >= 0.35, results
