@@ -11,12 +11,14 @@ AutoAttack's example model shipped in the `pyautoattack` package (an undefended 
 
 Expected on the 1,000 test images of cifar10_subset.npz (measured here): clean 83.80%, the same as the
 PyTorch model (83.8%); the model is undefended, so robust accuracy at Linf 1/255 is already low.
-Without `--config.data.name` it reads TFDS `cifar10` (prepare with `tfds build cifar10`).
+Without `--config.data.name` it reads TFDS `cifar10` (prepare with `tfds build cifar10`). `:smoke` trains and
+evaluates a narrow ResNet-18 on fake data for two steps (tests).
 """
 from configs import common
 
 
 def get_config(arg=None):
+    args = set((arg or "").split(","))
     c = common.base()
     c.data.update(name="cifar10", num_classes=10, image_size=32, train_augment="crop_flip")
     c.model.update(name="resnet18", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
@@ -24,4 +26,6 @@ def get_config(arg=None):
     # Clean accuracy by default (seconds on a CPU); add attacks with e.g. --config.eval.suite=clean,pgd-20,cw-20
     # (ResNet-18 PGD-20 on 1,000 images takes several minutes per attack on 2 CPU cores).
     c.eval.update(batch_size=500, eps=1 / 255, step_size=0.25 / 255, suite="clean", use_ema=False)
+    if "smoke" in args:
+        common.smoke(c, image="32x32x3", model_kwargs={"width": 16})
     return common.lock(c)
