@@ -6,6 +6,8 @@ import os
 import jax
 import orbax.checkpoint as ocp
 
+from robust_jax.models import variables_io
+
 
 class Checkpoints:
     def __init__(self, workdir: str, *, keep: int = 2):
@@ -29,6 +31,20 @@ class Checkpoints:
             raise ValueError(
                 f"checkpoint {self.directory}/{step} does not match the configured model/optimizer "
                 f"(was the workdir used with another config?): {e}") from e
+
+    def restore_weights(self, template):
+        """The latest state's step, params, model_state and EMA (not the optimiser state), so evaluation
+        works whatever optimiser the workdir was trained with. Strict: every key and shape must match
+        `template`'s, and mismatches are reported by name. Returns `template` with those replaced."""
+        step = self.latest_step()
+        raw = self.manager.restore(step, args=ocp.args.StandardRestore())
+        parts = {}
+        for name in ("params", "model_state", "ema_params"):
+            want = getattr(template, name)
+            got = raw.get(name) or type(want)()
+            variables_io.check_same_structure(got, want, what=f"checkpoint {self.directory}/{step} ({name})")
+            parts[name] = jax.tree.map(lambda v, t: jax.device_put(v, t.sharding), got, want)
+        return template.replace(step=jax.numpy.asarray(raw["step"]), **parts)
 
     def restore_or(self, template):
         """Latest saved state, or `template` when there is none (a fresh run)."""

@@ -113,7 +113,7 @@ def load_eval_variables(config, workdir, run):
     if ckpts.latest_step() is None:
         raise FileNotFoundError(f"no checkpoint in {ckpts.directory} and no eval.checkpoint set: train first "
                                 "(--mode train) or point --config.eval.checkpoint at a variables file")
-    state = ckpts.restore(run.state)
+    state = ckpts.restore_weights(run.state)
     ckpts.close()
     return state.eval_variables(config.eval.get("use_ema", True)), f"{ckpts.directory} (step {int(state.step)})"
 

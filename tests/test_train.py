@@ -97,15 +97,19 @@ def test_unknown_names_fail_loudly(tmp_path):
         smoke_config().train.batchsize = 3  # locked config: a typo is an error
 
 
-def test_checkpoint_of_another_model_is_refused(tmp_path):
+def test_eval_needs_the_same_model_but_not_the_same_optimiser(tmp_path):
     from robust_jax import evaluate
 
     config = smoke_config(num_steps=1)
     config.eval.suite = "clean"
     train.train_and_evaluate(config, str(tmp_path))
+    other_optimiser = smoke_config()
+    other_optimiser.optim.name = "adamw"  # evaluation needs the weights only
+    other_optimiser.eval.update(suite="clean", curve_eps=())
+    assert evaluate.evaluate(other_optimiser, str(tmp_path))["accuracy"]["clean"] >= 0.0
     other = smoke_config()
     other.model.update(name="resnet18")
-    with pytest.raises(ValueError, match="does not match the configured model"):
+    with pytest.raises(ValueError, match=r"\(params\) does not match the model:\n  missing key bn1/bias(.|\n)*unexpected key conv0/bn/bias"):
         evaluate.evaluate(other, str(tmp_path))
 
 

@@ -20,6 +20,9 @@ def save_variables(path: str, variables) -> None:
         f.write(flax.serialization.msgpack_serialize(state))
 
 
+MAX_LISTED = 12  # per kind of mismatch, so a wrong model gives a readable message
+
+
 def _flat(tree):
     return {"/".join(str(getattr(k, "key", k)) for k in path): leaf
             for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
@@ -34,9 +37,10 @@ def check_same_structure(loaded, template, *, what: str) -> None:
               for k in sorted(set(got) & set(want)) if np.shape(got[k]) != np.shape(want[k])]
     if missing or unexpected or shapes:
         lines = [f"{what} does not match the model:"]
-        lines += [f"  missing key {k}" for k in missing]
-        lines += [f"  unexpected key {k}" for k in unexpected]
-        lines += [f"  shape mismatch {s}" for s in shapes]
+        for label, items in (("missing key", missing), ("unexpected key", unexpected), ("shape mismatch", shapes)):
+            lines += [f"  {label} {k}" for k in items[:MAX_LISTED]]
+            if len(items) > MAX_LISTED:
+                lines.append(f"  ... and {len(items) - MAX_LISTED} more {label}s")
         raise ValueError("\n".join(lines))
 
 
