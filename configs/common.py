@@ -26,7 +26,10 @@ def base():
     c.data = dict(name="digits", train_split="train", eval_split="test", num_classes=0, image_size=0,
                   train_augment="none", eval_preprocess="none", crop_padding=4, shuffle_buffer=50_000,
                   cache=True, data_dir="")
-    c.model = dict(name="small_cnn", mean=(0.5,), std=(0.5,), init_from="", kwargs=ml_collections.ConfigDict())
+    # bn: BatchNorm statistics, 'sync' (global batch) or 'ghost:N' (per group of N examples: set N to the
+    #   per-GPU batch of a DataParallel/DDP reference to reproduce it); dtype: compute dtype, params stay f32.
+    c.model = dict(name="small_cnn", mean=(0.5,), std=(0.5,), init_from="", kwargs=ml_collections.ConfigDict(),
+                   bn="sync", dtype="float32")
     c.method = dict(name="standard", attack=attack(), beta=6.0, label_smoothing=0.0, mixup_alpha=0.0,
                     cutmix_alpha=0.0)
     c.optim = dict(name="sgd", lr=0.1, momentum=0.9, nesterov=False, weight_decay=5e-4, weight_decay_on="all",

@@ -8,15 +8,60 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from robust_jax import data, models, optim
+from robust_jax import data, models, optim, parallel
 from robust_jax import state as state_lib
 from robust_jax.models import variables_io
 
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def bn_group_size(spec: str):
+    """`config.model.bn` -> the models' `bn_group_size`: 'sync' -> None (statistics over the global batch,
+    what `jit` over the mesh computes), 'ghost:N' -> N (statistics per group of N examples)."""
+    if spec == "sync":
+        return None
+    kind, _, n = str(spec).partition(":")
+    if kind == "ghost" and n.isdigit() and int(n) > 0:
+        return int(n)
+    raise ValueError(f"config.model.bn must be 'sync' or 'ghost:N' with N a positive integer (the per-device "
+                     f"batch of the reference to reproduce), got {spec!r}")
+
+
+def compute_dtype(name: str):
+    """`config.model.dtype` -> the models' compute dtype (parameters and BN statistics stay float32)."""
+    if name not in DTYPES:
+        raise ValueError(f"config.model.dtype must be one of {sorted(DTYPES)}, got {name!r}")
+    return DTYPES[name]
+
 
 def build_model(config, num_classes: int):
+    """The configured model; `model.bn` and `model.dtype` become its `bn_group_size` and `dtype` fields."""
     m = config.model
-    return models.get(m.name, num_classes=num_classes, mean=tuple(m.mean), std=tuple(m.std),
-                      **dict(m.get("kwargs", {})))
+    kwargs = dict(m.get("kwargs", {}))
+    for key, field in (("bn_group_size", "model.bn='ghost:N'"), ("dtype", "model.dtype")):
+        if key in kwargs:
+            raise ValueError(f"config.model.kwargs.{key} is not allowed: set config.{field} instead")
+    group, dtype = bn_group_size(m.get("bn", "sync")), compute_dtype(m.get("dtype", "float32"))
+    # Only non-defaults are passed, so models without BatchNorm or dtype fields build as before.
+    if group is not None:
+        kwargs["bn_group_size"] = group
+    if dtype != jnp.float32:
+        kwargs["dtype"] = dtype
+    try:
+        return models.get(m.name, num_classes=num_classes, mean=tuple(m.mean), std=tuple(m.std), **kwargs)
+    except TypeError as e:
+        if "bn_group_size" in str(e) or "dtype" in str(e):
+            raise ValueError(f"model {m.name!r} does not support model.bn={m.get('bn')!r} / "
+                             f"model.dtype={m.get('dtype')!r}: {e}") from e
+        raise
+
+
+def check_bn_groups(config) -> None:
+    """Ghost groups must tile the per-step global batch (`train.batch_size`)."""
+    group, batch = bn_group_size(config.model.get("bn", "sync")), config.train.batch_size
+    if group is not None and batch % group:
+        raise ValueError(f"config.model.bn={config.model.bn!r}: the group size {group} must divide the global "
+                         f"batch train.batch_size={batch}")
 
 
 def init_variables(model, config, key, image_shape):
@@ -41,7 +86,8 @@ class Run:
 
 
 def build_run(config, mesh) -> Run:
-    """Model, optimiser and the initial (replicated) TrainState of `config`."""
+    """Model, optimiser and the initial TrainState of `config`, placed as `parallel.state_sharding` says."""
+    check_bn_groups(config)
     source = data.source_for(config.data)
     image_shape = data.example_shape(config.data)
     num_classes = source.num_classes
@@ -52,6 +98,4 @@ def build_run(config, mesh) -> Run:
     schedule = optim.make_schedule(config.optim, steps_per_epoch=spe, total_steps=total)
     tx = optim.make_optimizer(config.optim, schedule, variables["params"])
     state = state_lib.create(variables, tx, ema=bool(config.optim.get("ema_decay", 0.0)))
-    from robust_jax import parallel
-
-    return Run(model, tx, schedule, parallel.replicate(state, mesh), num_classes, image_shape, spe, total)
+    return Run(model, tx, schedule, parallel.shard_state(state, mesh), num_classes, image_shape, spe, total)
