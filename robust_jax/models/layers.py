@@ -1,5 +1,10 @@
 """Building blocks shared by every model: torch-compatible conv/dense and BatchNorm.
 
+Every conv runs through `conv_general_dilated` below: `lax.conv_general_dilated` with the same values
+and derivatives, differentiated so that the input gradient keeps the forward's kernel layout. Without
+it XLA:CPU runs the input-gradient convolutions of an attack loop (`fori_loop` body) on its slow
+generic path, 2-3x slower than the same steps unrolled (benchmarks/README.md has the evidence).
+
 BatchNorm is our own (not `flax.linen.BatchNorm`) for three reasons the methods need:
   * the running variance is updated with the *unbiased* batch variance, as PyTorch does, so converted
     checkpoints and ported recipes keep the same running statistics;
@@ -15,6 +20,8 @@ from typing import Optional
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax import lax
+from jax.custom_derivatives import SymbolicZero
 
 # PyTorch's default init for Conv2d/Linear weights: kaiming_uniform(a=sqrt(5)) == U(+-1/sqrt(fan_in)).
 torch_default_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
@@ -24,12 +31,74 @@ kaiming_normal_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "norma
 BN_MODES = ("clean", "adv")
 
 
+def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                         dimension_numbers=None, feature_group_count: int = 1, batch_group_count: int = 1,
+                         precision=None, preferred_element_type=None):
+    """`lax.conv_general_dilated` (same signature, values and derivatives of every order) whose input
+    gradient is a convolution with the kernel in the forward's layout (HWIO for our NHWC models).
+
+    Why: JAX transposes `conv(x, w)` w.r.t. `x` into `conv(g, reverse(w))` with the kernel's in/out
+    features swapped (HLO `dim_labels=b01f_01oi->b01f`). XLA:CPU's ConvCanonicalization pass rewrites
+    such convolutions to the canonical `01io` layout (one kernel transpose), which its fast convolution
+    path needs, but it only visits the entry computation: inside a `while` body (`fori_loop`, `scan`),
+    as in every PGD attack, those convolutions stay `01oi` and run on the slow generic emitter.
+    Here the JVP hands the same linear map to JAX with the kernel swapped to HWOI, so its transpose (the
+    input gradient) is `conv(g, reverse(swap(w)))` with an HWIO kernel: canonical wherever it is.
+    Grouped convolutions and string paddings go to `lax.conv_general_dilated` unchanged.
+    """
+    if feature_group_count != 1 or batch_group_count != 1 or isinstance(padding, str):
+        return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+                                        dimension_numbers, feature_group_count, batch_group_count, precision,
+                                        preferred_element_type)
+    dn = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+    static = (tuple(window_strides), tuple(tuple(p) for p in padding),
+              None if lhs_dilation is None else tuple(lhs_dilation),
+              None if rhs_dilation is None else tuple(rhs_dilation), dn, precision, preferred_element_type)
+    return _conv(static, lhs, rhs)
+
+
+def _lax_conv(static, lhs, rhs, dn=None):
+    strides, padding, lhs_dilation, rhs_dilation, dn0, precision, preferred = static
+    return lax.conv_general_dilated(lhs, rhs, strides, padding, lhs_dilation, rhs_dilation, dn or dn0,
+                                    precision=precision, preferred_element_type=preferred)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _conv(static, lhs, rhs):
+    return _lax_conv(static, lhs, rhs)
+
+
+def _conv_jvp(static, primals, tangents):
+    lhs, rhs = primals
+    d_lhs, d_rhs = tangents
+    out = _conv(static, lhs, rhs)
+    parts = []
+    if not isinstance(d_rhs, SymbolicZero):  # kernel tangent: JAX's own rule, transposed as usual
+        parts.append(_lax_conv(static, lhs, d_rhs))
+    if not isinstance(d_lhs, SymbolicZero):
+        # The same linear map of d_lhs, with the kernel's out/in feature axes swapped in the array and
+        # in the dimension numbers; transposing it swaps them back: the input gradient sees the forward's
+        # kernel layout.
+        dn = static[4]
+        o, i, spatial = dn.rhs_spec[0], dn.rhs_spec[1], tuple(dn.rhs_spec[2:])
+        swapped = lax.ConvDimensionNumbers(dn.lhs_spec, (i, o) + spatial, dn.out_spec)
+        k = lax.optimization_barrier(lax.rev(jnp.swapaxes(rhs, o, i), spatial))
+        parts.append(_lax_conv(static, d_lhs, lax.rev(k, spatial), swapped))
+    tangent = functools.reduce(jnp.add, parts) if parts else jnp.zeros_like(out)
+    return out, tangent
+
+
+_conv.defjvp(_conv_jvp, symbolic_zeros=True)
+
+
 def conv(features: int, kernel: int, stride: int = 1, *, padding: Optional[int] = None, name=None,
          kernel_init=torch_default_init, use_bias: bool = False, dtype=jnp.float32):
-    """A Conv with PyTorch's symmetric padding (k // 2 by default), which differs from 'SAME' at stride 2."""
+    """A Conv with PyTorch's symmetric padding (k // 2 by default), which differs from 'SAME' at stride 2.
+    Runs `conv_general_dilated` above (fast input gradients inside attack loops on XLA:CPU)."""
     pad = kernel // 2 if padding is None else padding
     return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding=((pad, pad), (pad, pad)),
-                   use_bias=use_bias, kernel_init=kernel_init, name=name, dtype=dtype)
+                   use_bias=use_bias, kernel_init=kernel_init, name=name, dtype=dtype,
+                   conv_general_dilated=conv_general_dilated)
 
 
 def dense(features: int, *, name=None, kernel_init=torch_default_init, dtype=jnp.float32):
