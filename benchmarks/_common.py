@@ -1,0 +1,212 @@
+"""Shared by the benchmarks: our own PyTorch PreAct-ResNet-18 and PGD-AT step (the reference the ratios are
+taken against), the JAX objects under test, and interleaved timing that reports medians and ratios.
+
+Run from the repository root: `python benchmarks/<name>.py [--quick]`.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:  # `configs` is a top-level package of the repository
+    sys.path.insert(0, ROOT)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+BATCH, SIZE, CLASSES = 32, 32, 10
+EPS, STEP_SIZE = 8 / 255, 2 / 255
+
+
+def parse_args(description: str, extra=None):
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--quick", action="store_true", help="fewer repeats (a rough number in about a minute)")
+    p.add_argument("--repeats", type=int, default=None, help="timed repeats per contender (default 5, quick 2)")
+    if extra:
+        extra(p)
+    args = p.parse_args()
+    if args.repeats is None:
+        args.repeats = 2 if args.quick else 5
+    return args
+
+
+def environment() -> str:
+    import jax
+    import torch
+
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores; jax {jax.__version__} "
+            f"({jax.devices()[0].platform}), torch {torch.__version__} ({torch.get_num_threads()} threads)")
+
+
+# --- XLA compile options ----------------------------------------------------------------------------------
+XLA_OPTIONS = {
+    "default": {},
+    # Convolutions on XLA:CPU's Eigen path instead of YNNPACK fusions, reductions and dots still on YNNPACK
+    # (jaxlib 0.10.2's default list is individual_dot, individual_convolution, reduce). Same as
+    # XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=-individual_convolution
+    "eigen-conv": {"xla_cpu_experimental_ynn_fusion_type":
+                   "LIBRARY_FUSION_TYPE_REDUCE,LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"},
+    # No YNNPACK at all: convolutions on Eigen, reductions on XLA's own loops (slow for BatchNorm statistics).
+    "no-ynn": {"xla_cpu_experimental_ynn_fusion_type": ""},
+}
+
+
+def add_jax_options(extra=None):
+    def add(p):
+        p.add_argument("--xla-options", choices=sorted(XLA_OPTIONS), default="default",
+                       help="per-compile XLA options for the robust_jax side (see README)")
+        if extra:
+            extra(p)
+    return add
+
+
+def jit(fn, args, **kwargs):
+    return jit_with(fn, XLA_OPTIONS[args.xla_options], **kwargs)
+
+
+def jit_with(fn, options: dict, **kwargs):
+    import jax
+
+    return jax.jit(fn, compiler_options=options or None, **kwargs)
+
+
+def run_and_report(title: str, contenders: dict, args, *, unit):
+    """Warms up (compiles) every contender, times them interleaved, prints a table and the RATIO line."""
+    for fn in contenders.values():
+        fn()
+    times = interleaved(contenders, args.repeats)
+    name, per_call = unit
+    rows = [[k, f"{median(t):.3f}", f"{min(t):.3f}", f"{per_call / median(t):.2f}"] for k, t in times.items()]
+    print(environment())
+    print(f"{title}, PreAct-ResNet-18, batch {BATCH}, {SIZE}x{SIZE}; XLA options: "
+          f"{getattr(args, 'xla_options', 'default')}; {args.repeats} interleaved repeats")
+    print(table(rows, ["", "median s", "min s", name + " (median)"]))
+    print(f"RATIO robust_jax speed / pytorch = {ratio(times, 'pytorch', 'robust_jax'):.2f}x "
+          f"(median over rounds of t_pytorch / t_robust_jax)")
+    return times
+
+
+# --- timing ---------------------------------------------------------------------------------------------
+def interleaved(contenders: dict, repeats: int) -> dict:
+    """Times each `name -> fn()` (fn must block until its result is ready) `repeats` times, round robin, so
+    that load changes on a shared machine hit every contender alike. Returns name -> list of seconds."""
+    times = {k: [] for k in contenders}
+    for _ in range(repeats):
+        for name, fn in contenders.items():
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+    return times
+
+
+def ratio(times: dict, slow: str, fast: str) -> float:
+    """Median over rounds of time[slow] / time[fast] (taken in the same round: robust to drifting load)."""
+    return statistics.median(s / f for s, f in zip(times[slow], times[fast]))
+
+
+def median(ts) -> float:
+    return statistics.median(ts)
+
+
+def table(rows, header) -> str:
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+    line = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |"
+    return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(r) for r in rows])
+
+
+# --- JAX side -------------------------------------------------------------------------------------------
+def jax_model_and_variables(seed: int = 0):
+    import jax
+    import jax.numpy as jnp
+
+    from configs import common
+    from robust_jax import models
+
+    model = models.get("preact_resnet18", num_classes=CLASSES, mean=common.CIFAR10_MEAN, std=common.CIFAR10_STD)
+    variables = jax.jit(lambda k: model.init(k, jnp.zeros((1, SIZE, SIZE, 3)), train=False))(jax.random.key(seed))
+    return model, variables
+
+
+def jax_batch(seed: int = 0):
+    import jax
+    import jax.numpy as jnp
+
+    k1, k2 = jax.random.split(jax.random.key(seed))
+    return {"image": jax.random.uniform(k1, (BATCH, SIZE, SIZE, 3), jnp.float32),
+            "label": jax.random.randint(k2, (BATCH,), 0, CLASSES, jnp.int32)}
+
+
+# --- PyTorch reference ----------------------------------------------------------------------------------
+def torch_preact_resnet18():
+    """PreAct-ResNet-18 of Rice, Wong & Kolter (2020), as in their repository (CIFAR layout)."""
+    import torch
+    from torch import nn
+    import torch.nn.functional as F
+
+    class PreActBlock(nn.Module):
+        def __init__(self, in_planes, planes, stride=1):
+            super().__init__()
+            self.bn1 = nn.BatchNorm2d(in_planes)
+            self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(planes)
+            self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+            self.shortcut = None
+            if stride != 1 or in_planes != planes:
+                self.shortcut = nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride, bias=False))
+
+        def forward(self, x):
+            out = F.relu(self.bn1(x))
+            shortcut = self.shortcut(out) if self.shortcut is not None else x
+            out = self.conv1(out)
+            out = self.conv2(F.relu(self.bn2(out)))
+            return out + shortcut
+
+    class PreActResNet18(nn.Module):
+        def __init__(self, num_classes=CLASSES):
+            super().__init__()
+            self.register_buffer("mean", torch.tensor([0.4914, 0.4822, 0.4465]).view(1, 3, 1, 1))
+            self.register_buffer("std", torch.tensor([0.2471, 0.2435, 0.2616]).view(1, 3, 1, 1))
+            self.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+            layers, in_planes = [], 64
+            for planes, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+                layers.append(nn.Sequential(PreActBlock(in_planes, planes, stride), PreActBlock(planes, planes, 1)))
+                in_planes = planes
+            self.layer1, self.layer2, self.layer3, self.layer4 = layers
+            self.bn = nn.BatchNorm2d(512)
+            self.linear = nn.Linear(512, num_classes)
+
+        def forward(self, x):
+            out = self.conv1((x - self.mean) / self.std)
+            out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
+            out = F.relu(self.bn(out))
+            return self.linear(F.adaptive_avg_pool2d(out, 1).flatten(1))
+
+    torch.manual_seed(0)
+    return PreActResNet18()
+
+
+def torch_batch(seed: int = 0):
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(BATCH, 3, SIZE, SIZE, generator=g), torch.randint(0, CLASSES, (BATCH,), generator=g)
+
+
+def torch_pgd(model, x, y, *, steps: int, eps: float = EPS, step_size: float = STEP_SIZE):
+    """Linf PGD with a uniform random start, as Rice et al.'s `attack_pgd`, but taking the gradient w.r.t. the
+    input only (`torch.autograd.grad`; their `loss.backward()` also fills parameter gradients): the faster
+    PyTorch variant, so the ratios are against the stronger reference."""
+    import torch
+    import torch.nn.functional as F
+
+    delta = torch.empty_like(x).uniform_(-eps, eps)
+    delta = (torch.clamp(x + delta, 0, 1) - x).requires_grad_(True)
+    for _ in range(steps):
+        loss = F.cross_entropy(model(x + delta), y, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, delta)
+        d = torch.clamp(delta.detach() + step_size * grad.sign(), -eps, eps)
+        delta = (torch.clamp(x + d, 0, 1) - x).requires_grad_(True)
+    return (x + delta).detach()
