@@ -5,6 +5,11 @@ closes over the model variables and mode. It is composed from an initialiser, a 
 a projection onto the eps-ball intersected with [0,1], and a per-example loss, iterated inside one
 `jax.lax.fori_loop` (a `while_loop` for the early-stopping variant), so compile time does not grow
 with the number of steps. All operations are per example. Returns `stop_gradient(x_adv)`.
+
+Speed on XLA:CPU: the loop body holds the model's input-gradient convolutions, which XLA:CPU runs fast only
+when their kernels are in the canonical layout; our models get that from `models.layers.conv_general_dilated`
+(benchmarks/README.md). A model of your own with plain `nn.Conv` runs 2-4x slower per step inside this loop
+on CPU; pass `conv_general_dilated=robust_jax.models.layers.conv_general_dilated` to its `nn.Conv`s.
 """
 from __future__ import annotations
 
