@@ -15,6 +15,7 @@ BatchNorm is our own (not `flax.linen.BatchNorm`) for three reasons the methods 
 from __future__ import annotations
 
 import functools
+import math
 from typing import Optional
 
 import flax.linen as nn
@@ -143,7 +144,7 @@ class BatchNorm(nn.Module):
             var = jnp.mean(jnp.square(xf - mean), axes, keepdims=True)
             y = ((xf - mean) * jax.lax.rsqrt(var + self.epsilon)).reshape(x.shape)
             if not self.is_initializing():
-                n = xf[0].size // c
+                n = math.prod(xf.shape[1:-1])  # examples x positions per group (static, any mesh)
                 unbiased = var * (n / max(n - 1, 1))
                 m = self.momentum
                 over_groups = tuple(range(mean.ndim - 1))
