@@ -28,6 +28,10 @@ def parse_args(description: str, extra=None):
     if extra:
         extra(p)
     args = p.parse_args()
+    if getattr(args, "plain_flax_conv", False):
+        from robust_jax.models import layers
+
+        layers.conv_general_dilated = None  # read when models are traced; nn.Conv then uses lax's conv
     if args.repeats is None:
         args.repeats = 2 if args.quick else 5
     return args
@@ -58,6 +62,8 @@ def add_jax_options(extra=None):
     def add(p):
         p.add_argument("--xla-options", choices=sorted(XLA_OPTIONS), default="default",
                        help="per-compile XLA options for the robust_jax side (see README)")
+        p.add_argument("--plain-flax-conv", action="store_true",
+                       help="models with flax's plain lax.conv_general_dilated: the state before the loop fix")
         if extra:
             extra(p)
     return add
@@ -81,8 +87,9 @@ def run_and_report(title: str, contenders: dict, args, *, unit):
     name, per_call = unit
     rows = [[k, f"{median(t):.3f}", f"{min(t):.3f}", f"{per_call / median(t):.2f}"] for k, t in times.items()]
     print(environment())
+    conv = "plain flax conv (before the fix)" if getattr(args, "plain_flax_conv", False) else "library conv"
     print(f"{title}, PreAct-ResNet-18, batch {BATCH}, {SIZE}x{SIZE}; XLA options: "
-          f"{getattr(args, 'xla_options', 'default')}; {args.repeats} interleaved repeats")
+          f"{getattr(args, 'xla_options', 'default')}; {conv}; {args.repeats} interleaved repeats")
     print(table(rows, ["", "median s", "min s", name + " (median)"]))
     print(f"RATIO robust_jax speed / pytorch = {ratio(times, 'pytorch', 'robust_jax'):.2f}x "
           f"(median over rounds of t_pytorch / t_robust_jax)")
