@@ -2,7 +2,7 @@
 
 Install for use:            pip install -e .
 Install with test tools:    pip install -e .[test]
-Add PyTorch parity refs:    pip install -e .[test,parity]   (torch CPU wheel + pyautoattack)
+Add PyTorch parity refs:    pip install -e .[test,parity]   (torch CPU wheel, pyautoattack, imagecorruptions)
 """
 from setuptools import find_packages, setup
 
@@ -37,6 +37,10 @@ EXTRAS = {
     "parity": [
         "torch==2.13.0",
         "pyautoattack==0.2.0",
+        # imagecorruptions 1.1.2 no longer runs on current numpy/scikit-image; the maintained fork keeps
+        # the module name `imagecorruptions` (pulls numba, opencv-python, scikit-image).
+        "imagecorruptions-imaug==1.1.5",
+        "opencv-python-headless>=4.8",
     ],
 }
 

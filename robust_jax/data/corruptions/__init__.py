@@ -1,0 +1,62 @@
+"""Common corruptions (Hendrycks & Dietterich 2019, ImageNet-C) computed on the fly in JAX.
+
+`corrupt(key, images, name, severity)` corrupts a batch `[B, H, W, C]` of float images in [0,1]
+(C = 1 or 3) with one of the 19 corruptions at severity 1..5 and returns float images in [0,1] of the
+same shape. It is jit-able with `name` and `severity` static, runs on the accelerator, and needs no
+ImageNet-C download. Severity parameters are those of the ImageNet-C generator as packaged in
+`imagecorruptions` (the parity reference, see docs/corruptions.md for the agreement of each corruption).
+
+Each family module (`noise`, `blur`, `weather`, `digital`) exports `CORRUPTIONS = {name: fn}` with
+`fn(key, image, severity) -> image` on one `[H, W, 3]` float32 image in [0,1], severity a Python int.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from robust_jax.data.corruptions import blur, digital, noise, weather
+
+BENCHMARK = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur",
+             "zoom_blur", "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate",
+             "jpeg_compression")
+"""The 15 corruptions of the mCE benchmark, in the order of the ImageNet-C paper."""
+EXTRA = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
+"""The 4 held-out ("validation") corruptions; not part of mCE."""
+ALL = BENCHMARK + EXTRA
+SEVERITIES = (1, 2, 3, 4, 5)
+
+_FUNCTIONS = {**noise.CORRUPTIONS, **blur.CORRUPTIONS, **weather.CORRUPTIONS, **digital.CORRUPTIONS}
+
+
+def get(name: str):
+    """The per-image function `fn(key, image [H,W,3], severity) -> image` of corruption `name`."""
+    if name not in ALL:
+        raise ValueError(f"unknown corruption {name!r}; known: {', '.join(ALL)}")
+    if name not in _FUNCTIONS:
+        raise NotImplementedError(f"corruption {name!r} is not implemented yet")
+    return _FUNCTIONS[name]
+
+
+def corrupt(key, images, name: str, severity: int, *, quantize: bool = True):
+    """Corrupts a batch `[B, H, W, C]` (C in {1, 3}, float in [0,1]) with `name` at `severity` (1..5).
+
+    Each image gets its own randomness (`fold_in(key, index)`). Grey images are corrupted as three equal
+    channels and averaged back. `quantize=True` rounds the result down to the 256 levels of a uint8
+    image, as the reference's `np.uint8(...)` does, so numbers are comparable with ImageNet-C files."""
+    fn = get(name)
+    if severity not in SEVERITIES:
+        raise ValueError(f"severity must be one of {SEVERITIES}, got {severity!r}")
+    if images.ndim != 4 or images.shape[-1] not in (1, 3):
+        raise ValueError(f"expected images [B, H, W, 1 or 3], got shape {tuple(images.shape)}")
+    channels = images.shape[-1]
+    x = images.astype(jnp.float32)
+    if channels == 1:
+        x = jnp.repeat(x, 3, axis=-1)
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(x.shape[0]))
+    out = jax.vmap(lambda k, im: fn(k, im, severity))(keys, x)
+    out = jnp.clip(out, 0.0, 1.0)
+    if quantize:
+        out = jnp.floor(out * 255.0 + 1e-4) / 255.0
+    if channels == 1:
+        out = jnp.mean(out, axis=-1, keepdims=True)
+    return out.astype(images.dtype)

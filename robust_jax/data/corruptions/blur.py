@@ -1,0 +1,2 @@
+"""Corruptions of this family (filled in by the corruption port)."""
+CORRUPTIONS = {}
