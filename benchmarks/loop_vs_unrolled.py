@@ -13,36 +13,16 @@ the while body, and the compile time of each program. PyTorch eager (same attack
 """
 from __future__ import annotations
 
-import re
 import time
 
 import _common as C
 
 
 def hlo_stats(text: str) -> dict:
-    comps, name = {}, None
-    for line in text.splitlines():
-        head = re.match(r"^(?:ENTRY )?%(\S+) .*\{$", line)
-        if head:
-            name = head.group(1)
-            comps[name] = []
-        elif line == "}":
-            name = None
-        elif name:
-            comps[name].append(line)
-    body_lines = []
-    for body in re.findall(r" while\(.*?body=%([\w.\-]+)", text):
-        seen, todo = set(), [body]
-        while todo:
-            c = todo.pop()
-            if c in seen or c not in comps:
-                continue
-            seen.add(c)
-            for line in comps[c]:
-                todo += re.findall(r"(?:calls|to_apply|body|condition)=%([\w.\-]+)", line)
-        lines = [line for c in seen for line in comps[c]]
-        if any(" convolution(" in line for line in lines):
-            body_lines = lines
+    from robust_jax import hlo
+
+    loops = hlo.loops_with(text, "convolution")
+    body_lines = loops[-1] if loops else []
     convs = [line for line in text.splitlines() if " convolution(" in line]
     return {"convs": len(convs), "01oi convs": sum("_01oi->" in line for line in convs),
             "convs in loop": sum(" convolution(" in line for line in body_lines),

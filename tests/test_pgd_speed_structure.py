@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from jax import lax
 
+from robust_jax import hlo as hlo_lib
 from robust_jax import models
 from robust_jax.attacks import pgd
 from robust_jax.models import layers
@@ -93,43 +94,9 @@ def test_model_gradients_identical_to_plain_flax_conv(monkeypatch):
 
 
 # --- optimised HLO of the attack loop ------------------------------------------------------------------------
-def _computations(hlo: str) -> dict:
-    comps, name = {}, None
-    for line in hlo.splitlines():
-        head = re.match(r"^(?:ENTRY )?%(\S+) .*\{$", line)
-        if head:
-            name = head.group(1)
-            comps[name] = []
-        elif line == "}":
-            name = None
-        elif name:
-            comps[name].append(line)
-    return comps
-
-
-def _reachable(comps: dict, root: str) -> set:
-    seen, todo = set(), [root]
-    while todo:
-        c = todo.pop()
-        if c in seen or c not in comps:
-            continue
-        seen.add(c)
-        for line in comps[c]:
-            todo += re.findall(r"(?:calls|to_apply|body|condition)=%([\w.\-]+)", line)
-            for group in re.findall(r"branch_computations=\{([^}]*)\}", line):
-                todo += re.findall(r"%([\w.\-]+)", group)
-    return seen
-
-
 def _attack_loop(hlo: str) -> list:
     """Instruction lines of the while body (with everything it calls) that holds the attack's convolutions."""
-    comps = _computations(hlo)
-    bodies = [b for lines in comps.values() for line in lines for b in re.findall(r" while\(.*body=%([\w.\-]+)", line)]
-    loops = []
-    for body in bodies:
-        lines = [line for c in _reachable(comps, body) for line in comps[c]]
-        if any(" convolution(" in line for line in lines):
-            loops.append(lines)
+    loops = hlo_lib.loops_with(hlo, "convolution")
     assert len(loops) == 1, f"expected one while loop with convolutions, found {len(loops)}"
     return loops[0]
 
