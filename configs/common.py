@@ -37,9 +37,20 @@ def base():
                    ema_decay=0.0, b1=0.9, b2=0.999)
     c.train = dict(batch_size=128, epochs=1.0, num_steps=0, log_every=50, eval_every=0, eval_suite="clean,pgd-10",
                    eval_examples=1000, checkpoint_every=0, keep_checkpoints=2)
+    # eval: see docs/evaluation.md. suite entries: clean, fgsm, pgd-K, cw-K, autoattack, corruptions,
+    #   corrupted_tfds, shift_sets. chunk_size: examples per saved chunk (0 = one batch; a multiple of
+    #   batch_size); results go to workdir/eval/ and an interrupted run resumes (resume=False: keep nothing).
+    #   autoattack.norm/eps: ''/0.0 = eval.norm/eval.eps. corruptions.names: 'benchmark' (15, mCE) | 'extra'
+    #   | 'all' | comma list; tfds_builder: '' = from data.name (cifar10 -> cifar10_corrupted, imagenet2012
+    #   -> imagenet2012_corrupted). shift_sets: {label: source or dict(source, split, labels, mask,
+    #   preprocess, image_size)}; wnids_file: '' = TFDS's bundled ImageNet wnid list.
     c.eval = dict(split="", batch_size=250, num_examples=0, suite="clean,pgd-20,cw-20", norm="linf",
                   eps=8 / 255, step_size=2 / 255, curve_eps=(), curve_attack="pgd-20", checkpoint="",
-                  use_ema=True, seed=0)
+                  use_ema=True, seed=0, chunk_size=0, resume=True, num_example_images=6,
+                  autoattack=dict(version="standard", norm="", eps=0.0, seed=0, batch_size=500),
+                  corruptions=dict(names="benchmark", severities=(1, 2, 3, 4, 5), seed=0, quantize=True,
+                                   tfds_builder=""),
+                  shift_sets=ml_collections.ConfigDict(), wnids_file="")
     return c
 
 
