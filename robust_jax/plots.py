@@ -28,7 +28,7 @@ def save(fig: Figure, path: str, max_bytes: int = MAX_BYTES) -> str:
         data = buf.getvalue()
         if len(data) <= max_bytes:
             break
-        img = Image.open(io.BytesIO(data)).convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+        img = Image.open(io.BytesIO(data)).convert("RGB").quantize(colors=256, method=Image.Quantize.FASTOCTREE)
         buf = io.BytesIO()
         img.save(buf, format="png", optimize=True)
         data = buf.getvalue()
@@ -89,7 +89,7 @@ def examples_grid(rows, labels, path: str, class_names=None) -> str:
     correct, red when wrong (e.g. rows clean / pgd-20 / autoattack / fog-3)."""
     n = min(len(labels), *(len(r[1]) for r in rows))
     name = (lambda k: str(class_names[int(k)])[:10]) if class_names is not None else (lambda k: str(int(k)))
-    fig = Figure(figsize=(0.9 * n + 0.9, 1.0 * len(rows) + 0.2), dpi=80)
+    fig = Figure(figsize=(0.85 * n + 0.9, 0.95 * len(rows) + 0.2), dpi=72)
     axes = fig.subplots(len(rows), n, squeeze=False)
     for r, (row_label, imgs, preds) in enumerate(rows):
         for c in range(n):

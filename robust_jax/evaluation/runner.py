@@ -196,7 +196,7 @@ def _run_shift_sets(model, variables, config, stores, batches_of, per_chunk, num
         it, nb = batches_of(cfg_data, spec["split"])
         total = chunks.run_chunks(it, nb, batches_per_chunk=per_chunk, store=store, compute=compute,
                                   desc=f"shift {label}", progress=progress)
-        results[label] = {"accuracy": total["correct"] / total["n"], "num_examples": total["n"], **rec}
+        results[label] = {**rec, "accuracy": total["correct"] / total["n"], "num_examples": total["n"]}
         out["directories"][f"shift-{label}"] = store.directory
     return results
 
