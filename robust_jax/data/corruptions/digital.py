@@ -1,2 +1,65 @@
-"""Corruptions of this family (filled in by the corruption port)."""
-CORRUPTIONS = {}
+"""Digital corruptions of ImageNet-C: brightness, contrast, saturate, pixelate (here), JPEG
+(`jpeg.py`) and elastic transform (`elastic.py`).
+
+Each is the reference's (`imagecorruptions`) algorithm with its severity table, written in JAX for one
+`[H, W, 3]` float image in [0, 1]; the result is clipped/quantised by `corrupt`. Colour conversions
+follow scikit-image (`resample.rgb_to_hsv`), resizing follows Pillow (`resample.pil_resize_*`).
+Deliberate difference: the reference computes in float64, these in float32, so a value that lands
+within ~1e-5 of a grey level can round to the neighbouring level (see docs/corruptions/weather_digital.md).
+"""
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from robust_jax.data.corruptions import resample
+from robust_jax.data.corruptions.elastic import elastic_transform
+from robust_jax.data.corruptions.jpeg import jpeg_compression
+
+BRIGHTNESS = (0.1, 0.2, 0.3, 0.4, 0.5)
+CONTRAST = (0.4, 0.3, 0.2, 0.1, 0.05)
+SATURATE = ((0.3, 0.0), (0.1, 0.0), (2.0, 0.0), (5.0, 0.1), (20.0, 0.2))
+PIXELATE = (0.6, 0.5, 0.4, 0.3, 0.25)
+
+
+def brightness(key, image, severity: int):
+    """Adds `c` to the HSV value channel (clipped to [0, 1]) and converts back (skimage HSV)."""
+    del key
+    hsv = resample.rgb_to_hsv(image)
+    value = jnp.clip(hsv[..., 2] + BRIGHTNESS[severity - 1], 0.0, 1.0)
+    return resample.hsv_to_rgb(hsv.at[..., 2].set(value))
+
+
+def contrast(key, image, severity: int):
+    """Scales each channel's deviation from its spatial mean by `c`."""
+    del key
+    mean = jnp.mean(image, axis=(0, 1), keepdims=True)
+    return (image - mean) * CONTRAST[severity - 1] + mean
+
+
+def saturate(key, image, severity: int):
+    """HSV saturation `s -> clip(s * a + b, 0, 1)` (skimage HSV)."""
+    del key
+    a, b = SATURATE[severity - 1]
+    hsv = resample.rgb_to_hsv(image)
+    return resample.hsv_to_rgb(hsv.at[..., 1].set(jnp.clip(hsv[..., 1] * a + b, 0.0, 1.0)))
+
+
+def pixelate(key, image, severity: int):
+    """Pillow BOX downsizing to `int(side * c)` then NEAREST back to the original size, on the uint8
+    image (`round(255 x)`, the reference's input), with Pillow's fixed-point arithmetic: exact."""
+    del key
+    h, w = image.shape[:2]
+    c = PIXELATE[severity - 1]
+    pixels = jnp.round(jnp.clip(image, 0.0, 1.0) * 255.0).astype(jnp.int32)
+    small = resample.pil_resize_box_uint8(pixels, int(h * c), int(w * c))
+    return resample.pil_resize_nearest(small, h, w).astype(jnp.float32) / 255.0
+
+
+CORRUPTIONS = {
+    "brightness": brightness,
+    "contrast": contrast,
+    "elastic_transform": elastic_transform,
+    "pixelate": pixelate,
+    "jpeg_compression": jpeg_compression,
+    "saturate": saturate,
+}

@@ -1,0 +1,190 @@
+"""JPEG compression as a pure JAX function: libjpeg(-turbo)'s lossy pipeline, as Pillow runs it.
+
+The reference corruption saves the image with `PIL.Image.save(..., 'JPEG', quality=q)` and decodes it
+again. Only the lossy stages matter (Huffman coding is lossless), and Pillow runs them with libjpeg's
+defaults, which this module reproduces in integer arithmetic:
+
+encode  RGB -> YCbCr (jccolor.c, 16-bit fixed point; Cb/Cr rounded with 0.5-epsilon), 4:2:0 chroma
+        subsampling (jcsample.c `h2v2_downsample`: 2x2 sums with the alternating 1, 2 rounding bias),
+        edge replication to whole blocks, 8x8 integer "slow" forward DCT (jfdctint.c), quantisation
+        by rounding division with the standard Annex K tables scaled by quality
+        (jcparam.c: scale 5000/q below 50 else 200 - 2q, `(base * scale + 50) / 100` clamped to 1..255,
+        baseline);
+decode  dequantisation, integer slow inverse DCT (jidctint.c) with range limiting, "fancy" triangle
+        upsampling of the chroma (jdsample.c `h2v2_fancy_upsample`, its 8/7 rounding biases, replicated
+        edges), YCbCr -> RGB (jdcolor.c tables).
+
+Input is quantised to uint8 first (`round(255 x)`), as the reference only accepts uint8 images.
+Everything is elementwise or per 8x8 block, so it is fully vectorised.
+"""
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+QUALITY = (25, 18, 15, 10, 7)
+"""PIL quality per severity 1..5 (the reference's table)."""
+
+_LUMA = np.array([
+    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
+    14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99]).reshape(8, 8)
+_CHROMA = np.array([
+    17, 18, 24, 47, 99, 99, 99, 99, 18, 21, 26, 66, 99, 99, 99, 99, 24, 26, 56, 99, 99, 99, 99, 99,
+    47, 66, 99, 99, 99, 99, 99, 99] + [99] * 32).reshape(8, 8)
+"""The example quantisation tables of the JPEG standard (ITU T.81 Annex K), natural (row-major) order."""
+
+
+def quant_tables(quality: int):
+    """libjpeg's `jpeg_set_quality(quality, force_baseline=TRUE)`: (luma, chroma) int tables."""
+    quality = min(max(int(quality), 1), 100)
+    scale = 5000 // quality if quality < 50 else 200 - 2 * quality
+    return tuple(np.clip((base * scale + 50) // 100, 1, 255).astype(np.int32) for base in (_LUMA, _CHROMA))
+
+
+def _fix(x: float) -> int:
+    return int(x * (1 << 16) + 0.5)
+
+
+def rgb_to_ycc(rgb):
+    """jccolor.c `rgb_ycc_convert` on int32 RGB in 0..255 -> int32 (Y, Cb, Cr) in 0..255."""
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    half, offset = 1 << 15, 128 << 16
+    y = (_fix(0.299) * r + _fix(0.587) * g + _fix(0.114) * b + half) >> 16
+    cb = (-_fix(0.16874) * r - _fix(0.33126) * g + _fix(0.5) * b + offset + half - 1) >> 16
+    cr = (_fix(0.5) * r - _fix(0.41869) * g - _fix(0.08131) * b + offset + half - 1) >> 16
+    return y, cb, cr
+
+
+def ycc_to_rgb(y, cb, cr):
+    """jdcolor.c `ycc_rgb_convert` (table arithmetic, results range-limited to 0..255)."""
+    cb, cr = cb - 128, cr - 128
+    half = 1 << 15
+    r = y + ((_fix(1.402) * cr + half) >> 16)
+    g = y + ((-_fix(0.34414) * cb - _fix(0.71414) * cr + half) >> 16)
+    b = y + ((_fix(1.772) * cb + half) >> 16)
+    return jnp.clip(jnp.stack([r, g, b], axis=-1), 0, 255)
+
+
+def downsample_h2v2(c):
+    """jcsample.c `h2v2_downsample` on an even-sized int32 plane: (2x2 sum + bias) >> 2, bias 1, 2, 1, ...
+    along each output row."""
+    s = c[0::2, 0::2] + c[0::2, 1::2] + c[1::2, 0::2] + c[1::2, 1::2]
+    bias = 1 + (jnp.arange(s.shape[1]) % 2)
+    return (s + bias[None, :]) >> 2
+
+
+def upsample_h2v2_fancy(c):
+    """jdsample.c `h2v2_fancy_upsample`: triangle filter (3/4 near, 1/4 far) vertically then horizontally
+    with rounding biases 8 and 7, edges replicated; [h, w] -> [2h, 2w]."""
+    up = jnp.concatenate([c[:1], c[:-1]], axis=0)
+    down = jnp.concatenate([c[1:], c[-1:]], axis=0)
+    rows = jnp.stack([3 * c + up, 3 * c + down], axis=1).reshape(2 * c.shape[0], c.shape[1])
+    left = jnp.concatenate([rows[:, :1], rows[:, :-1]], axis=1)
+    right = jnp.concatenate([rows[:, 1:], rows[:, -1:]], axis=1)
+    out_left = (3 * rows + left + 8) >> 4
+    out_right = (3 * rows + right + 7) >> 4
+    return jnp.stack([out_left, out_right], axis=2).reshape(rows.shape[0], 2 * rows.shape[1])
+
+
+# ------------------------------------------------------------------------------------ integer DCT
+_CONST_BITS, _PASS1_BITS = 13, 2
+_F = {name: int(round(value * (1 << _CONST_BITS))) for name, value in dict(
+    f0298=0.298631336, f0390=0.390180644, f0541=0.541196100, f0765=0.765366865, f0899=0.899976223,
+    f1175=1.175875602, f1501=1.501321110, f1847=1.847759065, f1961=1.961570560, f2053=2.053119869,
+    f2562=2.562915447, f3072=3.072711026).items()}
+
+
+def _descale(x, n):
+    return (x + (1 << (n - 1))) >> n
+
+
+def _odd_part(t4, t5, t6, t7):
+    """The shared rotation network of jfdctint/jidctint's odd part."""
+    z1, z2, z3, z4 = t4 + t7, t5 + t6, t4 + t6, t5 + t7
+    z5 = (z3 + z4) * _F["f1175"]
+    t4, t5, t6, t7 = t4 * _F["f0298"], t5 * _F["f2053"], t6 * _F["f3072"], t7 * _F["f1501"]
+    z1, z2 = z1 * -_F["f0899"], z2 * -_F["f2562"]
+    z3, z4 = z3 * -_F["f1961"] + z5, z4 * -_F["f0390"] + z5
+    return t4 + z1 + z3, t5 + z2 + z4, t6 + z2 + z3, t7 + z1 + z4
+
+
+def _fdct_1d(d, first_pass: bool):
+    """One pass of jfdctint.c's `jpeg_fdct_islow` along the last axis of int32 `d`."""
+    d = [d[..., i] for i in range(8)]
+    t0, t7 = d[0] + d[7], d[0] - d[7]
+    t1, t6 = d[1] + d[6], d[1] - d[6]
+    t2, t5 = d[2] + d[5], d[2] - d[5]
+    t3, t4 = d[3] + d[4], d[3] - d[4]
+    t10, t13, t11, t12 = t0 + t3, t0 - t3, t1 + t2, t1 - t2
+    shift = _CONST_BITS - _PASS1_BITS if first_pass else _CONST_BITS + _PASS1_BITS
+    if first_pass:
+        o0, o4 = (t10 + t11) << _PASS1_BITS, (t10 - t11) << _PASS1_BITS
+    else:
+        o0, o4 = _descale(t10 + t11, _PASS1_BITS), _descale(t10 - t11, _PASS1_BITS)
+    z1 = (t12 + t13) * _F["f0541"]
+    o2 = _descale(z1 + t13 * _F["f0765"], shift)
+    o6 = _descale(z1 - t12 * _F["f1847"], shift)
+    a7, a5, a3, a1 = _odd_part(t4, t5, t6, t7)
+    o7, o5, o3, o1 = (_descale(v, shift) for v in (a7, a5, a3, a1))
+    return jnp.stack([o0, o1, o2, o3, o4, o5, o6, o7], axis=-1)
+
+
+def _idct_1d(d, first_pass: bool):
+    """One pass of jidctint.c's `jpeg_idct_islow` along the last axis of int32 `d`."""
+    d = [d[..., i] for i in range(8)]
+    z1 = (d[2] + d[6]) * _F["f0541"]
+    t2 = z1 - d[6] * _F["f1847"]
+    t3 = z1 + d[2] * _F["f0765"]
+    t0 = (d[0] + d[4]) << _CONST_BITS
+    t1 = (d[0] - d[4]) << _CONST_BITS
+    t10, t13, t11, t12 = t0 + t3, t0 - t3, t1 + t2, t1 - t2
+    o0, o1, o2, o3 = _odd_part(d[7], d[5], d[3], d[1])
+    shift = _CONST_BITS - _PASS1_BITS if first_pass else _CONST_BITS + _PASS1_BITS + 3
+    out = (t10 + o3, t11 + o2, t12 + o1, t13 + o0, t13 - o0, t12 - o1, t11 - o2, t10 - o3)
+    return jnp.stack([_descale(v, shift) for v in out], axis=-1)
+
+
+def _blocks(plane):
+    h, w = plane.shape
+    return plane.reshape(h // 8, 8, w // 8, 8).transpose(0, 2, 1, 3)
+
+
+def _unblocks(blocks):
+    bh, bw = blocks.shape[:2]
+    return blocks.transpose(0, 2, 1, 3).reshape(bh * 8, bw * 8)
+
+
+def compress_plane(plane, table):
+    """Encode + decode one component plane (int32, sides multiples of 8): level shift, forward DCT
+    (rows then columns), quantise `sign(c) * ((|c| + 4q) // 8q)` (the DCT output carries a factor 8),
+    dequantise, inverse DCT (columns then rows), level shift back and clamp to 0..255."""
+    b = _blocks(plane - 128)
+    coef = jnp.swapaxes(_fdct_1d(jnp.swapaxes(_fdct_1d(b, True), -1, -2), False), -1, -2)
+    q = jnp.asarray(table, jnp.int32)
+    level = jnp.sign(coef) * ((jnp.abs(coef) + 4 * q) // (8 * q))
+    deq = level * q
+    rows = jnp.swapaxes(_idct_1d(jnp.swapaxes(deq, -1, -2), True), -1, -2)
+    pixels = _idct_1d(rows, False)
+    return jnp.clip(_unblocks(pixels) + 128, 0, 255)
+
+
+def jpeg_roundtrip(image, quality: int):
+    """The RGB image `[H, W, 3]` in [0, 1] after a libjpeg round trip at `quality` (4:2:0), as floats."""
+    h, w = image.shape[:2]
+    rgb = jnp.round(jnp.clip(image, 0.0, 1.0) * 255.0).astype(jnp.int32)
+    ph, pw = -h % 16, -w % 16
+    rgb = jnp.pad(rgb, ((0, ph), (0, pw), (0, 0)), mode="edge")
+    y, cb, cr = rgb_to_ycc(rgb)
+    luma_table, chroma_table = quant_tables(quality)
+    y = compress_plane(y, luma_table)[:h, :w]
+    ch, cw = (h + 1) // 2, (w + 1) // 2
+    chroma = [upsample_h2v2_fancy(compress_plane(downsample_h2v2(c), chroma_table)[:ch, :cw])[:h, :w]
+              for c in (cb, cr)]
+    return ycc_to_rgb(y, *chroma).astype(jnp.float32) / 255.0
+
+
+def jpeg_compression(key, image, severity: int):
+    """ImageNet-C `jpeg_compression`: a JPEG round trip at quality 25, 18, 15, 10, 7 (deterministic)."""
+    del key
+    return jpeg_roundtrip(image, QUALITY[severity - 1])
