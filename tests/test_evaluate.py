@@ -42,6 +42,8 @@ def test_corruption_metrics_by_hand():
                                               "fog": (0.3 - 0.1) / (0.819324 - 0.43478)})
     assert m["mce"] is None and m["relative_mce"] is None  # needs all 15
     assert "ce" not in mce.summarise(errors, 0.1, alexnet=False)
+    no_clean = mce.summarise(errors, None, alexnet=True)  # clean error not measured: no relative CE
+    assert no_clean["relative_ce"] == {"gaussian_noise": None, "fog": None} and no_clean["ce"] == m["ce"]
     # all 15 at AlexNet's own errors -> mCE = relative mCE = 1 (100%)
     alex = {c: {str(s): e for s in range(1, 6)} for c, e in mce.ALEXNET_ERRORS.items()}
     full = mce.summarise(alex, mce.ALEXNET_CLEAN_ERROR, alexnet=True)
@@ -372,6 +374,10 @@ def test_imagenet_r_style_folder_is_mapped_and_masked(tmp_path):
         os.makedirs(tmp_path / "sets" / "imagenet-r" / w)
         for i in range(3):
             Image.fromarray(rng.randint(0, 256, (16, 16, 3), np.uint8)).save(tmp_path / "sets" / "imagenet-r" / w / f"{i}.png")
+    # a second set beside it with another class: the ImageFolder's class list is the union of both, so the
+    # mask of imagenet-r must come from its own labels (3 classes), not from the class list (4)
+    os.makedirs(tmp_path / "sets" / "imagenet-a" / wnids[10])
+    Image.fromarray(rng.randint(0, 256, (16, 16, 3), np.uint8)).save(tmp_path / "sets" / "imagenet-a" / wnids[10] / "0.png")
     c = default.get_config("smoke")
     c.data.update(name="fake:16x16x3:1000", num_classes=1000)
     c.model.update(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))

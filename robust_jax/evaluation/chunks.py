@@ -100,14 +100,14 @@ class MemoryStore:
 
     directory = None
 
+    def __init__(self):
+        self._arrays = {}
+
     def finished(self) -> dict:
         return {}
 
     def save(self, i, result) -> None:
         pass
-
-    def __init__(self):
-        self._arrays = {}
 
     def save_arrays(self, name, arrays) -> None:
         self._arrays[name] = {k: np.asarray(v) for k, v in arrays.items()}

@@ -15,7 +15,7 @@ Inputs are top-1 errors in [0,1]: `errors[c][s]` for corruption c at severity s,
 """
 from __future__ import annotations
 
-from typing import Dict, Mapping
+from typing import Dict, Mapping, Optional
 
 import numpy as np
 
@@ -60,22 +60,25 @@ def _complete(errors) -> bool:
     return all(c in errors for c in BENCHMARK)
 
 
-def summarise(errors: Mapping[str, Mapping], clean_error: float, *, alexnet: bool) -> dict:
+def summarise(errors: Mapping[str, Mapping], clean_error: Optional[float], *, alexnet: bool) -> dict:
     """All corruption metrics of one model. `errors[c][s]` (s an int or its string); `alexnet`: also the
     ImageNet-C metrics normalised by AlexNet (CE, mCE, relative mCE), meaningful for ImageNet-1k models
-    only. mCE / relative mCE need all 15 benchmark corruptions and are None otherwise."""
+    only. mCE / relative mCE need all 15 benchmark corruptions and are None otherwise; relative CE needs
+    the clean error (None when it was not measured)."""
     per_c = corruption_errors(errors)
     bench = [c for c in errors if c in BENCHMARK]
     out = {
-        "clean_error": float(clean_error),
+        "clean_error": None if clean_error is None else float(clean_error),
         "corruption_error": per_c,
         "mean_corruption_error": float(np.mean(list(per_c.values()))) if per_c else None,
         "mean_corruption_error_benchmark": float(np.mean([per_c[c] for c in bench])) if bench else None,
     }
     out["mean_corruption_accuracy"] = None if out["mean_corruption_error"] is None else 1 - out["mean_corruption_error"]
     if alexnet:
-        ce_c, rel_c = ce(errors), relative_ce(errors, clean_error)
+        ce_c = ce(errors)
+        rel_c = relative_ce(errors, clean_error) if clean_error is not None else {c: None for c in ce_c}
         out["ce"], out["relative_ce"] = ce_c, rel_c
         out["mce"] = float(np.mean([ce_c[c] for c in BENCHMARK])) if _complete(errors) else None
-        out["relative_mce"] = float(np.mean([rel_c[c] for c in BENCHMARK])) if _complete(errors) else None
+        out["relative_mce"] = (float(np.mean([rel_c[c] for c in BENCHMARK]))
+                               if _complete(errors) and clean_error is not None else None)
     return out

@@ -142,11 +142,10 @@ def run_suite_detailed(model, variables, config, mesh, *, suite: str, eps=None, 
                 total = chunks.run_chunks(it, nb, batches_per_chunk=per_chunk, store=store, compute=compute,
                                           desc=f"{full}", progress=progress)
                 err.setdefault(c, {})[str(sev)] = 1 - total["correct"] / total["n"]
-            clean = out["accuracy"].get("clean")
+            clean = out["accuracy"].get("clean")  # the clean error of the uncorrupted split, if in the suite
             out["corrupted_tfds"] = {"builder": corruption_eval.tfds_builder_name(config), "data": record,
                                      "errors": err, "metrics": mce.summarise(
-                                         err, 1 - clean if clean is not None else float("nan"),
-                                         alexnet=num_classes == 1000)}
+                                         err, None if clean is None else 1 - clean, alexnet=num_classes == 1000)}
             out["accuracy"]["corrupted_tfds"] = out["corrupted_tfds"]["metrics"]["mean_corruption_accuracy"]
         elif e.kind == "shift_sets":
             out["shift_sets"] = _run_shift_sets(model, variables, config, stores, batches_of, per_chunk,

@@ -133,12 +133,13 @@ def class_names(src) -> Optional[list]:
 
 
 def present_labels(src, split: str) -> np.ndarray:
-    """The distinct labels of a split: all classes of an ImageFolder (one folder per class), else a scan of
-    the labels (images are not decoded)."""
+    """The distinct labels of a split: all classes of an ImageFolder with a single split (one folder per
+    class), else a scan of the labels (images are not decoded). An ImageFolder's class list is the union
+    over its splits, so with several splits (e.g. imagenet-r and imagenet-a side by side) it is scanned."""
     import tensorflow_datasets as tfds
 
     builder = getattr(src, "builder", None)
-    if isinstance(builder, tfds.folder_dataset.ImageFolder):
+    if isinstance(builder, tfds.folder_dataset.ImageFolder) and len(builder.info.splits) == 1:
         return np.arange(src.num_classes)
     labels = src.split(split).encoded.map(lambda ex: ex["label"]).batch(4096)
     return np.unique(np.concatenate([np.asarray(b) for b in labels.as_numpy_iterator()] or [np.zeros(0, int)]))
