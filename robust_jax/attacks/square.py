@@ -47,7 +47,8 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -120,7 +121,7 @@ class Schedule(NamedTuple):
 
     starts: np.ndarray  # int32 [n_seg], first iteration of each segment (starts[0] == 0)
     sides: np.ndarray  # int32 [n_seg]
-    patterns: Optional[np.ndarray]  # L2: float32 [n_seg, smax, smax], zero padded; None for Linf
+    patterns: np.ndarray | None  # L2: float32 [n_seg, smax, smax], zero padded; None for Linf
 
     def at(self, i):
         """(segment, side) at traced iteration i."""
@@ -172,11 +173,11 @@ class Draws(NamedTuple):
     vh2, vw2 [B] (the complementary window) and transposed [B]. Signs are +-1."""
 
     signs: jax.Array
-    vh: Optional[jax.Array] = None
-    vw: Optional[jax.Array] = None
-    vh2: Optional[jax.Array] = None
-    vw2: Optional[jax.Array] = None
-    transposed: Optional[jax.Array] = None
+    vh: jax.Array | None = None
+    vw: jax.Array | None = None
+    vh2: jax.Array | None = None
+    vw2: jax.Array | None = None
+    transposed: jax.Array | None = None
 
 
 def _sumsq(v, axes):
@@ -368,7 +369,7 @@ class SquareResult(NamedTuple):
     x_adv: jax.Array  # adversarial point where fooled, x elsewhere
     fooled: jax.Array  # bool [B]: misclassified (untargeted) / predicted as the target (targeted)
     queries: jax.Array  # float32 [B]: queries spent over all restarts (0 for examples never attacked)
-    target: Optional[jax.Array]  # int [B] targets when targeted, else None
+    target: jax.Array | None  # int [B] targets when targeted, else None
 
 
 def square_with_info(logits_fn: Callable, x, y, key, *, norm: str, eps, queries: int = 5000,
