@@ -207,7 +207,9 @@ def test_motion_blur_matches_reference_with_replayed_angle():
             ref = ic.corrupt(img, severity, "motion_blur")
             np.random.seed(severity)
             angle = np.random.uniform(-45, 45)  # the reference's only draw
-            _assert_close_levels(core(x, angle, severity), ref, "motion_blur", severity)
+            # near-horizontal/vertical angles: flat regions give exactly integer levels in exact
+            # arithmetic, where float64 rounding decides the reference's truncation (up to ~1 % of pixels)
+            _assert_close_levels(core(x, angle, severity), ref, "motion_blur", severity, 0.02)
 
 
 def test_noise_cores_match_reference_with_replayed_draws():

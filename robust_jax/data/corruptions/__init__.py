@@ -42,7 +42,11 @@ def corrupt(key, images, name: str, severity: int, *, quantize: bool = True):
 
     Each image gets its own randomness (`fold_in(key, index)`). Grey images are corrupted as three equal
     channels and averaged back. `quantize=True` rounds the result down to the 256 levels of a uint8
-    image, as the reference's `np.uint8(...)` does, so numbers are comparable with ImageNet-C files."""
+    image, as the reference's `np.uint8(...)` does, so numbers are comparable with ImageNet-C files.
+    The floor is taken of `255 * out + 1e-4`: float32 lands up to ~3e-5 below an integer level where the
+    reference's float64 is exact (e.g. a blur of a flat region), and the guard keeps those on level k;
+    where the reference's own float64 rounding lands just below k it truncates to k - 1 and the two
+    differ by one level (agreement per corruption: docs/corruptions/)."""
     fn = get(name)
     if severity not in SEVERITIES:
         raise ValueError(f"severity must be one of {SEVERITIES}, got {severity!r}")
