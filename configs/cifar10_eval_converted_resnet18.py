@@ -12,9 +12,9 @@ AutoAttack's example model shipped in the `pyautoattack` package (an undefended 
 Expected on the 1,000 test images of cifar10_subset.npz (measured here): clean 83.80%, the same as the
 PyTorch model (83.8%); the model is undefended, so robust accuracy at Linf 1/255 is already low.
 
-`:full` runs the evaluation suite clean, PGD-20, AutoAttack (standard, Linf 1/255) and the 15 benchmark
-common corruptions (on the fly, 5 severities: mean corruption error and the heat-map) on the first
-`eval.num_examples` = 200 test images, saved per chunk of 100 (an interrupted run resumes):
+`:full` runs the evaluation suite clean, PGD-20 and AutoAttack (standard) at RobustBench's Linf 8/255, and
+the 15 benchmark common corruptions (on the fly, 5 severities: mean corruption error and the heat-map) on
+the first `eval.num_examples` = 100 test images, saved per chunk of 50 (an interrupted run resumes):
 
     python main.py --config configs/cifar10_eval_converted_resnet18.py:full --mode eval --workdir runs/eval_r18_full \\
         --config.eval.checkpoint=runs/resnet18_autoattack.msgpack \\
@@ -36,10 +36,10 @@ def get_config(arg=None):
     # Clean accuracy by default (seconds on a CPU); add attacks with e.g. --config.eval.suite=clean,pgd-20,cw-20
     # (ResNet-18 PGD-20 on 1,000 images takes several minutes per attack on 2 CPU cores).
     c.eval.update(batch_size=500, eps=1 / 255, step_size=0.25 / 255, suite="clean", use_ema=False)
-    if "full" in args:
-        c.eval.update(suite="clean,pgd-20,autoattack,corruptions", batch_size=100, num_examples=200,
-                      chunk_size=100)
-        c.eval.autoattack.update(version="standard", batch_size=100)
+    if "full" in args:  # RobustBench's CIFAR-10 threat model (Linf 8/255) on the first 100 test images
+        c.eval.update(suite="clean,pgd-20,autoattack,corruptions", eps=8 / 255, step_size=2 / 255, batch_size=50,
+                      num_examples=100, chunk_size=50)
+        c.eval.autoattack.update(version="standard", batch_size=50)
         c.eval.corruptions.update(names="benchmark", severities=(1, 2, 3, 4, 5))
     if "smoke" in args:
         common.smoke(c, image="32x32x3", model_kwargs={"width": 16})

@@ -13,8 +13,9 @@ import os
 
 import jax
 
-from robust_jax import builders, parallel
+from robust_jax import builders, data, parallel
 from robust_jax.checkpoint import Checkpoints
+from robust_jax.evaluation import shift_sets
 from robust_jax.evaluation.attack_eval import EVALUATORS, make_eval_step  # noqa: F401  (public names)
 from robust_jax.evaluation.report import make_report, write_report  # noqa: F401
 from robust_jax.evaluation.runner import run_suite, run_suite_detailed, threat_model  # noqa: F401
@@ -64,5 +65,6 @@ def evaluate(config, workdir: str) -> dict:
         curve.append((float(eps), acc[config.eval.curve_attack]))
     report = make_report(config, details["accuracy"], curve, source, details)
     if jax.process_index() == 0:
-        write_report(report, workdir, examples=details["examples"])
+        write_report(report, workdir, examples=details["examples"],
+                     class_names=shift_sets.class_names(data.source_for(config.data)))
     return report

@@ -86,10 +86,10 @@ def corruption_heatmap(errors, names, severities, path: str, title: str = "corru
 def examples_grid(rows, labels, path: str, class_names=None) -> str:
     """Example images with their predictions: `rows` = [(row label, images [N,H,W,C] in [0,1], predicted
     classes [N])], `labels` [N] the true classes. Each image is titled with its prediction, green when
-    correct, red when wrong (e.g. rows clean / pgd-20 / autoattack / fog-3)."""
+    correct, red when wrong (e.g. rows clean / pgd-20 / autoattack / fog-3); the true class is under each column."""
     n = min(len(labels), *(len(r[1]) for r in rows))
     name = (lambda k: str(class_names[int(k)])[:10]) if class_names is not None else (lambda k: str(int(k)))
-    fig = Figure(figsize=(0.85 * n + 0.9, 0.95 * len(rows) + 0.2), dpi=72)
+    fig = Figure(figsize=(0.85 * n + 0.9, 0.95 * len(rows) + 0.3), dpi=72)
     axes = fig.subplots(len(rows), n, squeeze=False)
     for r, (row_label, imgs, preds) in enumerate(rows):
         for c in range(n):
@@ -99,6 +99,8 @@ def examples_grid(rows, labels, path: str, class_names=None) -> str:
                       vmin=0, vmax=1, interpolation="nearest")
             ax.set_xticks([]), ax.set_yticks([])
             ok = int(preds[c]) == int(labels[c])
+            if r == len(rows) - 1:  # the true class under each column
+                ax.set_xlabel(f"true {name(labels[c])}", fontsize=6, labelpad=2)
             ax.set_title(name(preds[c]), fontsize=6, color="green" if ok else "red", pad=2)
             if c == 0:
                 ax.set_ylabel(row_label, fontsize=7)

@@ -321,6 +321,24 @@ def test_autoattack_entry_chunks_equal_one_direct_run(tmp_path, monkeypatch, var
     assert np.abs(ex["autoattack:images"] - x[:4]).max() <= eps + 1e-6
 
 
+@pytest.mark.slow
+def test_autoattack_standard_entry_end_to_end(tmp_path, variables_path):
+    """The real standard ensemble through evaluate(): the four attacks in order, robust accuracy falling
+    monotonically from clean, the report section and the adversarial examples inside the eps-ball."""
+    pytest.importorskip("robust_jax.attacks.apgd")
+    eps = 0.1
+    config = _config(variables_path, suite="clean,autoattack", num_examples=16, eps=eps)
+    config.eval.autoattack.batch_size = 16
+    rep = evaluate.evaluate(config, str(tmp_path))
+    aa = rep["autoattack"]
+    assert list(aa["per_attack"]) == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    accs = [aa["clean_accuracy"]] + list(aa["per_attack"].values())
+    assert all(a >= b for a, b in zip(accs, accs[1:])) and accs[-1] == aa["robust_accuracy"]
+    assert aa["clean_accuracy"] == pytest.approx(rep["accuracy"]["clean"])
+    ex = np.load(os.path.join(rep_dir(tmp_path, "autoattack"), "examples.npz"))
+    assert np.abs(ex["autoattack:images"] - ex["clean:images"]).max() <= eps + 1e-6
+
+
 def test_autoattack_settings_default_to_the_eval_threat_model():
     c = default.get_config("smoke")
     s = autoattack_eval.settings(c.eval)

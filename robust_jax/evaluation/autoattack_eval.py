@@ -14,7 +14,7 @@ import numpy as np
 
 from robust_jax.evaluation import chunks
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(__name__)  # the driver's per-batch lines, at DEBUG: the progress bars show the state
 
 
 def settings(cfg_eval) -> dict:
@@ -35,7 +35,7 @@ def make_attack(model, s: dict, *, mesh=None, progress: bool = True):
                          "the models of this library are deterministic at inference: use 'standard'")
     apply_fn = lambda variables, x: model.apply(variables, x, train=False)
     return AutoAttack(apply_fn, norm=s["norm"], eps=s["eps"], version=s["version"], seed=s["seed"],
-                      batch_size=s["batch_size"], mesh=mesh, log=log.info, progress=progress)
+                      batch_size=s["batch_size"], mesh=mesh, log=log.debug, progress=progress)
 
 
 def compute_fn(attack, variables, *, examples_store=None, num_examples: int = 0):

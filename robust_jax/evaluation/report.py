@@ -89,8 +89,9 @@ def example_rows(examples: dict):
     return rows, labels
 
 
-def write_report(report: dict, workdir: str, examples: Optional[dict] = None) -> None:
-    """Writes report.json, report.md and the plots into `workdir` (process 0 only should call it)."""
+def write_report(report: dict, workdir: str, examples: Optional[dict] = None, class_names=None) -> None:
+    """Writes report.json, report.md and the plots into `workdir` (process 0 only should call it).
+    `examples`: {task: arrays} saved by the tasks (the example grid); `class_names` label the grid."""
     from robust_jax import plots
 
     os.makedirs(workdir, exist_ok=True)
@@ -136,7 +137,7 @@ def write_report(report: dict, workdir: str, examples: Optional[dict] = None) ->
     if examples:
         rows, labels = example_rows(examples)
         if rows:
-            path = plots.examples_grid(rows, labels, os.path.join(workdir, "examples.png"))
+            path = plots.examples_grid(rows, labels, os.path.join(workdir, "examples.png"), class_names=class_names)
             lines += ["", "## Examples (first evaluated images; titles: predicted class, red = wrong)", "",
                       f"![examples]({os.path.basename(path)})"]
     with open(os.path.join(workdir, "report.md"), "w") as f:
