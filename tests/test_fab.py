@@ -44,8 +44,11 @@ def test_projection_parity_with_reference(norm):
     on_plane = np.abs(np.sum(w * z, 1) - b) < 1e-4 * np.abs(w).sum(1)
     assert 0 < on_plane.sum() < len(b)
     if norm == "linf":  # all free coordinates move by the same radius <=> root before any saturation
-        same = [np.ptp(np.abs(d[i][w[i] != 0])) < 1e-6 for i in range(len(b))]
-        assert 0 < sum(same) < on_plane.sum()
+        first = [np.ptp(np.abs(d[i][w[i] != 0])) < 1e-6 for i in range(len(b))]
+    else:  # no coordinate clipped <=> d is the unconstrained step along w
+        c = np.sum(w * t, 1) - b
+        first = np.all(np.abs(d + (c / (w ** 2).sum(1))[:, None] * w) < 1e-6, axis=1)
+    assert 0 < np.sum(first) < on_plane.sum()
 
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])
@@ -201,7 +204,11 @@ def test_exact_on_affine_model(norm, targeted):
         assert np.all(np.argmax(np.asarray(logits_fn(xa)), 1) != np.asarray(y))
 
 
-def test_rejects_unported_norm():
+def test_rejects_bad_settings():
     logits_fn, x, y, _, _ = _affine_problem(3)
     with pytest.raises(ValueError, match="L1"):
         fab(logits_fn, x, y, None, norm="l1", eps=1.0)
+    with pytest.raises(ValueError, match="key"):
+        fab(logits_fn, x, y, None, norm="linf", eps=1.0, restarts=2)
+    with pytest.raises(ValueError, match="target_rank"):
+        fab(logits_fn, x, y, None, norm="linf", eps=1.0, targeted=True, target_rank=4)

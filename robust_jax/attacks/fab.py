@@ -13,8 +13,10 @@ projections, biased towards the one from x to stay close to it:
     x1 <- clip((x1 + eta d1)(1 - alpha) + (x + eta d2) alpha, 0, 1).
 
 When x1 is misclassified it is recorded if it is the smallest-norm adversarial point so far, and x1 steps
-back towards x: x1 <- x + beta (x1 - x). A run is one `lax.fori_loop` over `steps` (per iteration: one
-forward/backward for the logit differences, one forward for the prediction). Restart 0 starts at x; the
+back towards x: x1 <- x + beta (x1 - x). A run is one `lax.fori_loop` over `steps`; per iteration one
+forward pass with one backward pass (FAB-T) or K batched backward passes (untargeted, K classes: memory
+K x the batch's input gradients, as the reference's), then one forward pass for the prediction; the
+restarts are an outer `fori_loop`, so compile time grows with neither. Restart 0 starts at x; the
 others at x plus a random perturbation of norm eps/2 (Linf: uniform noise scaled to max-norm eps/2; L2:
 Gaussian noise scaled to L2 norm eps/2), clipped to [0,1], as the reference does.
 
@@ -30,7 +32,8 @@ Deliberate differences from the reference, none of which changes what is compute
 - logit-difference gradients come from one batched `jax.vjp` with cotangents e_k - e_y (vmapped over the
   classes when untargeted) instead of one backward pass per class followed by subtraction: equal up to
   float rounding;
-- one target rank per call (AutoAttack's FAB-T loops over ranks 2..n_target_classes+1 outside);
+- one target rank per call (AutoAttack's FAB-T loops over ranks 2..n_target_classes+1 outside, attacking
+  the points still robust; calling `fab` per rank and keeping the first success is the same);
 - L1 is not ported.
 """
 from __future__ import annotations
@@ -118,7 +121,7 @@ def random_start(key, x, *, norm: str, eps):
     return jnp.clip(x + eps * t / _row_norm(t, norm).reshape(bcast) * 0.5, 0.0, 1.0)
 
 
-def _check(norm, eps, steps, restarts):
+def _check(norm, eps, steps, restarts, key, targeted, target_rank, num_classes):
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {NORMS} (L1 FAB is not ported), got {norm!r}")
     if not isinstance(eps, jax.core.Tracer) and eps < 0:
@@ -126,6 +129,10 @@ def _check(norm, eps, steps, restarts):
     for name, v in (("steps", steps), ("restarts", restarts)):
         if int(v) != v or v < 0:
             raise ValueError(f"{name} must be a non-negative integer, got {v}")
+    if restarts > 1 and key is None:
+        raise ValueError(f"restarts={restarts} draws random starts: pass a jax.random key")
+    if targeted and not isinstance(target_rank, jax.core.Tracer) and not 2 <= target_rank <= num_classes:
+        raise ValueError(f"target_rank must be in [2, {num_classes}] (1 is the true class), got {target_rank}")
 
 
 def fab(logits_fn: Callable, x, y, key, *, norm: str, eps, steps: int = 100, restarts: int = 1,
@@ -140,11 +147,11 @@ def fab(logits_fn: Callable, x, y, key, *, norm: str, eps, steps: int = 100, res
     restarts <= 1).
     """
     norm = norm.lower()
-    _check(norm, eps, steps, restarts)
     check_images(x, "x")
     check_labels(y, x.shape[0], "y")
-    bcast = (-1,) + (1,) * (x.ndim - 1)
     logits0 = logits_fn(x)
+    _check(norm, eps, steps, restarts, key, targeted, target_rank, logits0.shape[-1])
+    bcast = (-1,) + (1,) * (x.ndim - 1)
     correct = jnp.argmax(logits0, axis=-1) == y
     target = None
     if targeted:
