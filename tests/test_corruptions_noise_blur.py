@@ -248,7 +248,8 @@ def test_noise_cores_match_reference_with_replayed_draws():
 
 @pytest.mark.parametrize("name,draws,bound", [
     ("gaussian_noise", 4, 0.02), ("shot_noise", 4, 0.02), ("impulse_noise", 4, 0.05),
-    ("speckle_noise", 4, 0.02), ("motion_blur", 4, 0.1), ("glass_blur", 1, 0.05)])
+    ("speckle_noise", 4, 0.02), ("motion_blur", 4, 0.1),
+    pytest.param("glass_blur", 1, 0.05, marks=pytest.mark.slow)])  # ~30 s cold: two glass compiles
 def test_random_corruptions_change_images_as_much_as_reference(name, draws, bound):
     """Mean |corrupted - clean| over 3 images x `draws` draws within `bound` (relative) of the
     reference's, at severities 1, 3 and 5 (1 and 5 for glass; all draws seeded: deterministic)."""
@@ -268,6 +269,7 @@ def test_random_corruptions_change_images_as_much_as_reference(name, draws, boun
         assert abs(ours / np.mean(refs) - 1) <= bound, (name, s, ours, np.mean(refs))
 
 
+@pytest.mark.slow  # one compile of all nine corruptions: ~30 s cold on a 2-core machine
 def test_corrupt_jits_on_small_and_grey_batches():
     """Every noise/blur corruption jits on a 16-px batch (below the reference's 32-px minimum), stays on
     the uint8 grid in [0,1], corrupts each image with its own draws, and works on grey images."""
