@@ -90,6 +90,24 @@ def test_motion_blur_jits_with_a_traced_angle():
     np.testing.assert_allclose(f(90.0), np.einsum("i,ihw->hw", k, x[cols]), atol=1e-6)  # dy_i = -i
 
 
+def test_zoom_taps_equal_scipy_zoom_of_the_centre_crop():
+    """zoom_blur's two-tap tables reproduce clipped_zoom (crop + scipy.ndimage.zoom order 1 + first n)
+    exactly, also at odd and ImageNet sizes the image tests do not reach."""
+    ndi = pytest.importorskip("scipy.ndimage")
+    from robust_jax.data.corruptions import blur
+    for n in (16, 37, 224):
+        for severity in (1, 5):
+            for z in blur.zoom_factors(severity):
+                ch = int(np.ceil(n / float(z)))
+                top = (n - ch) // 2
+                ref = ndi.zoom(np.eye(n)[top:top + ch], (z, 1), order=1)[:n]  # rows: weights on the input
+                i0, i1, w0, w1 = blur.zoom_taps(n, z)
+                got = np.zeros((n, n))
+                np.add.at(got, (np.arange(n), i0), w0)
+                np.add.at(got, (np.arange(n), i1), w1)
+                np.testing.assert_allclose(got, ref, atol=1e-12, err_msg=f"n={n} z={z}")
+
+
 # ------------------------------------------------------------------------------- corruptions: parity
 
 def _quantised(out):
