@@ -68,6 +68,9 @@ def test_disk_kernel_and_correlate2d_match_reference_and_cv2():
                          ("constant", cv2.BORDER_CONSTANT), ("mirror", cv2.BORDER_REFLECT_101)]:
         ref = cv2.filter2D(x[..., 0], -1, k, borderType=border)
         np.testing.assert_allclose(F.correlate2d(x[..., 0], k, mode=mode), ref, atol=5e-7)
+        small, big = x[:9, :7, 1], R.disk(10, 0.5)  # 21x21 kernel on a 9x7 image: repeated reflections
+        ref = cv2.filter2D(small, -1, big, borderType=border)
+        np.testing.assert_allclose(F.correlate2d(small, big, mode=mode), ref, atol=5e-7)
 
 
 @pytest.mark.parametrize("angle", [-44.3, 0.0, 17.9, -100.0])
