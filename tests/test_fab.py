@@ -134,10 +134,11 @@ def _dead_zone_model(z):
     return jnp.stack([jnp.full_like(h, 0.2), h], 1)
 
 
-def test_random_restarts(norm="linf", eps=0.2):
+def test_random_restarts():
     """At x = 0.45 the gradients vanish, so the run from x (restart 0) cannot move; restarts from
     x + noise of norm eps/2 reach the active region and fool every point. Later restarts keep the
     points of earlier ones (same key: restart r draws from fold_in(key, r))."""
+    norm, eps = "linf", 0.2
     x, y = jnp.full((6, 4, 4, 3), 0.45), jnp.zeros(6, jnp.int32)
     attack = jax.jit(lambda xb, r: fab(_dead_zone_model, xb, y, jax.random.key(0), norm=norm, eps=eps, steps=3,
                                        restarts=r), static_argnums=1)
