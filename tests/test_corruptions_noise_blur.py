@@ -64,10 +64,12 @@ def test_disk_kernel_and_correlate2d_match_reference_and_cv2():
         ref = np.stack([cv2.filter2D(x[..., d], -1, k) for d in range(3)], -1)
         np.testing.assert_allclose(F.correlate2d(x, k), ref, atol=5e-7)
     k = np.arange(15, dtype=np.float64).reshape(3, 5) / 100  # asymmetric: catches a flipped kernel
+    k_fft = np.random.default_rng(7).random((9, 11)) / 50  # asymmetric and > 7x7: the FFT path
     for mode, border in [("nearest", cv2.BORDER_REPLICATE), ("reflect", cv2.BORDER_REFLECT),
                          ("constant", cv2.BORDER_CONSTANT), ("mirror", cv2.BORDER_REFLECT_101)]:
-        ref = cv2.filter2D(x[..., 0], -1, k, borderType=border)
-        np.testing.assert_allclose(F.correlate2d(x[..., 0], k, mode=mode), ref, atol=5e-7)
+        for kern in (k, k_fft):
+            ref = cv2.filter2D(x[..., 0], -1, kern, borderType=border)
+            np.testing.assert_allclose(F.correlate2d(x[..., 0], kern, mode=mode), ref, atol=5e-7)
         small, big = x[:9, :7, 1], R.disk(10, 0.5)  # 21x21 kernel on a 9x7 image: repeated reflections
         ref = cv2.filter2D(small, -1, big, borderType=border)
         np.testing.assert_allclose(F.correlate2d(small, big, mode=mode), ref, atol=5e-7)
