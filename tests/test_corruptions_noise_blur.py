@@ -6,11 +6,10 @@ compared through their deterministic cores fed with the reference's own numpy dr
 same seed), and statistically through the public function."""
 import functools
 
-import numpy as np
-import pytest
-
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
 
 from robust_jax.data.corruptions import filters as F
 
@@ -143,7 +142,7 @@ def test_deterministic_blurs_match_reference(name):
             _assert_close_levels(np.asarray(got) / 255, ref, name, severity, bound)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _numba_draws_fn():
     numba = pytest.importorskip("numba")
 
@@ -240,7 +239,7 @@ def test_noise_cores_match_reference_with_replayed_draws():
     from robust_jax.data.corruptions import noise as N
     img = _images(64, 1, seed=3)[0]
     x = img / 255.0
-    f32 = lambda a: jnp.asarray(a, jnp.float32)  # noqa: E731
+    f32 = lambda a: jnp.asarray(a, jnp.float32)
     for s in range(1, 6):
         np.random.seed(s)
         ref = ic.corrupt(img, s, "gaussian_noise")

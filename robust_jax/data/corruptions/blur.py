@@ -77,7 +77,7 @@ def zoom_taps(n: int, factor: float):
     (host-side float64, like scipy)."""
     ch = int(np.ceil(n / float(factor)))
     top = (n - ch) // 2
-    out = int(round(ch * factor))
+    out = round(ch * factor)  # Python round, as scipy.ndimage.zoom computes its output shape
     ratio = (ch - 1) / (out - 1) if out > 1 else 1.0
     coord = np.arange(n, dtype=np.float64) * ratio
     i0 = np.floor(coord).astype(np.int64)
