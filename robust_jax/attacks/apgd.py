@@ -139,6 +139,8 @@ def _check(norm, eps, steps, restarts, loss, rho, eot_iter):
     if not isinstance(eps, jax.core.Tracer) and not eps > 0:
         raise ValueError(f"eps must be > 0, got {eps}")
     for name, v, lo in (("steps", steps, 1), ("restarts", restarts, 1), ("eot_iter", eot_iter, 1)):
+        if name == "restarts" and isinstance(v, jax.core.Tracer):
+            continue  # only the restart loop's bound: may be data
         if int(v) != v or v < lo:
             raise ValueError(f"{name} must be an integer >= {lo}, got {v}")
     if not isinstance(rho, jax.core.Tracer) and not 0.0 <= rho <= 1.0:
@@ -245,6 +247,7 @@ def apgd(logits_fn: Callable, x, y, key, *, norm: str, eps, steps: int = 100, re
     """APGD with restarts (the reference's `perturb`): returns x_adv [B,H,W,C] in [0,1].
 
     loss: 'ce' (APGD-CE), 'dlr' (APGD-DLR), 'dlr-targeted' (APGD-T for one target rank), 'ce-targeted'.
+    restarts: at most this many runs (may be traced); they stop once no example is left robust.
     target_rank: the target of the targeted losses is the class ranked this by the clean logits (2 =
     runner-up; may be traced). eot_iter > 1: the model is randomised, `logits_fn(x, key)` is called with
     a fresh key per sample and the gradients are averaged (the clean logits use one sample too).
