@@ -137,13 +137,13 @@ def _dead_zone_model(z):
 def test_random_restarts():
     """At x = 0.45 the gradients vanish, so the run from x (restart 0) cannot move; restarts from
     x + noise of norm eps/2 reach the active region and fool every point. Later restarts keep the
-    points of earlier ones (same key: restart r draws from fold_in(key, r))."""
+    points of earlier ones (same key: restart r draws from fold_in(key, r)). (That restart 0 starts at
+    x is what the parity tests check: the reference's first run does.)"""
     norm, eps = "linf", 0.2
     x, y = jnp.full((6, 4, 4, 3), 0.45), jnp.zeros(6, jnp.int32)
     attack = jax.jit(lambda xb, r: fab(_dead_zone_model, xb, y, jax.random.key(0), norm=norm, eps=eps, steps=3,
                                        restarts=r), static_argnums=1)
-    one, two, four = (np.asarray(attack(x, r)) for r in (1, 2, 4))
-    np.testing.assert_array_equal(one, x)
+    two, four = (np.asarray(attack(x, r)) for r in (2, 4))
     fooled_two = np.argmax(np.asarray(_dead_zone_model(two)), 1) == 1
     np.testing.assert_array_equal(two[~fooled_two], x[~fooled_two])
     np.testing.assert_array_equal(four[fooled_two], two[fooled_two])
