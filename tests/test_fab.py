@@ -5,10 +5,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from twin import digits_test_points, torch_twin, trained_twin
 
 from robust_jax.attacks.fab import fab, random_start
 from robust_jax.attacks.fab_projections import project_l2, project_linf
-from twin import digits_test_points, torch_twin, trained_twin
 
 
 def _norms(a, x, norm):

@@ -38,7 +38,7 @@ Deliberate differences from the reference, none of which changes what is compute
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
