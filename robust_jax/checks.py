@@ -17,7 +17,13 @@ def check_images(x, name: str = "images") -> None:
                          "(convert uint8 images with x / 255)")
     if isinstance(x, jax.core.Tracer):
         return
-    lo, hi = float(jnp.min(x)), float(jnp.max(x))
+    # A concrete array closed over inside a jit trace: reduce it on the host, outside the trace.
+    values = np.asarray(x) if not isinstance(x, jax.Array) or x.is_fully_addressable else None
+    if values is None:  # a global array spread over hosts: reduce on the devices, not in a trace
+        with jax.ensure_compile_time_eval():
+            lo, hi = float(jnp.min(x)), float(jnp.max(x))
+    else:
+        lo, hi = float(values.min()), float(values.max())
     if lo < 0.0 or hi > 1.0:
         raise ValueError(f"{name} must lie in [0,1], got values in [{lo:.4g}, {hi:.4g}] "
                          "(models normalise inside; pass raw pixels scaled to [0,1])")

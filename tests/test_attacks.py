@@ -134,3 +134,19 @@ def test_losses():
     q = jax.nn.softmax(logits[::-1])
     np.testing.assert_allclose(losses.kl_divergence(logits, logits[::-1]), jnp.sum(p * jnp.log(p / q), -1), rtol=1e-5)
     np.testing.assert_allclose(losses.kl_divergence(logits, logits), 0.0, atol=1e-6)
+
+
+def test_image_check_works_on_a_concrete_array_closed_over_in_jit():
+    """A concrete array captured by a closure is checked (and rejected if out of range) inside jax.jit."""
+    from robust_jax.checks import check_images
+
+    good = jnp.full((1, 2, 2, 1), 0.5)
+    bad = jnp.full((1, 2, 2, 1), 2.0)
+
+    def run(images):
+        check_images(images)
+        return jnp.zeros(())
+
+    jax.jit(lambda: run(good))()
+    with pytest.raises(ValueError, match=r"\[0,1\]"):
+        jax.jit(lambda: run(bad))()
