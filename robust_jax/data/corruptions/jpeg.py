@@ -15,7 +15,11 @@ decode  dequantisation, integer slow inverse DCT (jidctint.c) with range limitin
         edges), YCbCr -> RGB (jdcolor.c tables).
 
 Input is quantised to uint8 first (`round(255 x)`), as the reference only accepts uint8 images.
-Everything is elementwise or per 8x8 block, so it is fully vectorised.
+Everything is elementwise or per 8x8 block, so it is fully vectorised. Each DCT pass is integer-linear
+up to its final rounding shift, so it runs as an exact int32 8x8 matrix product (the matrix is derived
+on the host from the transcribed libjpeg butterflies) followed by libjpeg's DESCALE; this keeps the
+compiled graph small (~1 s to compile instead of ~12 s for the unrolled butterflies). Measured: output
+identical to Pillow 13 / libjpeg-turbo on every tested image, size and quality.
 """
 from __future__ import annotations
 
@@ -95,10 +99,6 @@ _F = {name: int(round(value * (1 << _CONST_BITS))) for name, value in dict(
     f2562=2.562915447, f3072=3.072711026).items()}
 
 
-def _descale(x, n):
-    return (x + (1 << (n - 1))) >> n
-
-
 def _odd_part(t4, t5, t6, t7):
     """The shared rotation network of jfdctint/jidctint's odd part."""
     z1, z2, z3, z4 = t4 + t7, t5 + t6, t4 + t6, t5 + t7
@@ -109,9 +109,9 @@ def _odd_part(t4, t5, t6, t7):
     return t4 + z1 + z3, t5 + z2 + z4, t6 + z2 + z3, t7 + z1 + z4
 
 
-def _fdct_1d(d, first_pass: bool):
-    """One pass of jfdctint.c's `jpeg_fdct_islow` along the last axis of int32 `d`."""
-    d = [d[..., i] for i in range(8)]
+def _fdct_sums(d, first_pass: bool):
+    """One pass of jfdctint.c's `jpeg_fdct_islow` on the 8 inputs `d`, before its final descaling:
+    (the 8 integer sums, the right shift DESCALE applies to each; 0 = none)."""
     t0, t7 = d[0] + d[7], d[0] - d[7]
     t1, t6 = d[1] + d[6], d[1] - d[6]
     t2, t5 = d[2] + d[5], d[2] - d[5]
@@ -119,30 +119,46 @@ def _fdct_1d(d, first_pass: bool):
     t10, t13, t11, t12 = t0 + t3, t0 - t3, t1 + t2, t1 - t2
     shift = _CONST_BITS - _PASS1_BITS if first_pass else _CONST_BITS + _PASS1_BITS
     if first_pass:
-        o0, o4 = (t10 + t11) << _PASS1_BITS, (t10 - t11) << _PASS1_BITS
+        o0, o4, even_shift = (t10 + t11) * (1 << _PASS1_BITS), (t10 - t11) * (1 << _PASS1_BITS), 0
     else:
-        o0, o4 = _descale(t10 + t11, _PASS1_BITS), _descale(t10 - t11, _PASS1_BITS)
+        o0, o4, even_shift = t10 + t11, t10 - t11, _PASS1_BITS
     z1 = (t12 + t13) * _F["f0541"]
-    o2 = _descale(z1 + t13 * _F["f0765"], shift)
-    o6 = _descale(z1 - t12 * _F["f1847"], shift)
-    a7, a5, a3, a1 = _odd_part(t4, t5, t6, t7)
-    o7, o5, o3, o1 = (_descale(v, shift) for v in (a7, a5, a3, a1))
-    return jnp.stack([o0, o1, o2, o3, o4, o5, o6, o7], axis=-1)
+    o2 = z1 + t13 * _F["f0765"]
+    o6 = z1 - t12 * _F["f1847"]
+    o7, o5, o3, o1 = _odd_part(t4, t5, t6, t7)
+    return [o0, o1, o2, o3, o4, o5, o6, o7], [even_shift, shift, shift, shift, even_shift, shift, shift, shift]
 
 
-def _idct_1d(d, first_pass: bool):
-    """One pass of jidctint.c's `jpeg_idct_islow` along the last axis of int32 `d`."""
-    d = [d[..., i] for i in range(8)]
+def _idct_sums(d, first_pass: bool):
+    """One pass of jidctint.c's `jpeg_idct_islow` on the 8 inputs `d`, before its final descaling."""
     z1 = (d[2] + d[6]) * _F["f0541"]
     t2 = z1 - d[6] * _F["f1847"]
     t3 = z1 + d[2] * _F["f0765"]
-    t0 = (d[0] + d[4]) << _CONST_BITS
-    t1 = (d[0] - d[4]) << _CONST_BITS
+    t0 = (d[0] + d[4]) * (1 << _CONST_BITS)
+    t1 = (d[0] - d[4]) * (1 << _CONST_BITS)
     t10, t13, t11, t12 = t0 + t3, t0 - t3, t1 + t2, t1 - t2
     o0, o1, o2, o3 = _odd_part(d[7], d[5], d[3], d[1])
     shift = _CONST_BITS - _PASS1_BITS if first_pass else _CONST_BITS + _PASS1_BITS + 3
-    out = (t10 + o3, t11 + o2, t12 + o1, t13 + o0, t13 - o0, t12 - o1, t11 - o2, t10 - o3)
-    return jnp.stack([_descale(v, shift) for v in out], axis=-1)
+    return [t10 + o3, t11 + o2, t12 + o1, t13 + o0, t13 - o0, t12 - o1, t11 - o2, t10 - o3], [shift] * 8
+
+
+def _pass_matrix(sums_fn, first_pass: bool):
+    """Each pass is integer-linear up to its final DESCALE, so it is an 8x8 integer matrix (found by
+    feeding unit vectors) followed by per-output rounding shifts; this keeps the XLA graph small."""
+    columns, shifts = sums_fn(list(np.eye(8, dtype=np.int64)), first_pass)
+    return np.stack(columns).astype(np.int32), np.asarray(shifts, np.int32)
+
+
+_PASSES = {(fn.__name__, first): _pass_matrix(fn, first) for fn in (_fdct_sums, _idct_sums) for first in (True, False)}
+
+
+def _apply_pass(x, name: str, first_pass: bool):
+    """Applies one DCT pass along the last axis of int32 `x`: exact integer products, then
+    DESCALE(v, n) = (v + 2**(n-1)) >> n per output (no rounding where n = 0)."""
+    matrix, shifts = _PASSES[(name, first_pass)]
+    sums = jnp.einsum("...k,jk->...j", x, jnp.asarray(matrix), preferred_element_type=jnp.int32)
+    half = jnp.asarray(np.where(shifts > 0, 1 << np.maximum(shifts - 1, 0), 0), jnp.int32)
+    return (sums + half) >> jnp.asarray(shifts)
 
 
 def _blocks(plane):
@@ -160,12 +176,13 @@ def compress_plane(plane, table):
     (rows then columns), quantise `sign(c) * ((|c| + 4q) // 8q)` (the DCT output carries a factor 8),
     dequantise, inverse DCT (columns then rows), level shift back and clamp to 0..255."""
     b = _blocks(plane - 128)
-    coef = jnp.swapaxes(_fdct_1d(jnp.swapaxes(_fdct_1d(b, True), -1, -2), False), -1, -2)
+    coef = jnp.swapaxes(_apply_pass(jnp.swapaxes(_apply_pass(b, "_fdct_sums", True), -1, -2),
+                                    "_fdct_sums", False), -1, -2)
     q = jnp.asarray(table, jnp.int32)
     level = jnp.sign(coef) * ((jnp.abs(coef) + 4 * q) // (8 * q))
     deq = level * q
-    rows = jnp.swapaxes(_idct_1d(jnp.swapaxes(deq, -1, -2), True), -1, -2)
-    pixels = _idct_1d(rows, False)
+    rows = jnp.swapaxes(_apply_pass(jnp.swapaxes(deq, -1, -2), "_idct_sums", True), -1, -2)
+    pixels = _apply_pass(rows, "_idct_sums", False)
     return jnp.clip(_unblocks(pixels) + 128, 0, 255)
 
 
