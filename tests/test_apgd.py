@@ -100,18 +100,19 @@ def _ours_and_reference(loss, n=160, eps=8 / 255):
     theirs = ref.perturb(_nchw(x), torch.from_numpy(y).long()).detach()
     with torch.no_grad():
         ref_acc = (net(theirs).argmax(1).numpy() == y).mean()
-    return x, y, ours, float(np.mean(np.asarray(jnp.argmax(f(ours), -1)) == y)), float(ref_acc)
+    return float(np.mean(np.asarray(jnp.argmax(f(ours), -1)) == y)), float(ref_acc)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("loss", ["ce", "dlr-targeted"])
 def test_robust_accuracy_matches_reference_with_random_starts(loss):
     """APGD-CE and APGD-T (runner-up target) at Linf 8/255 on 160 digits: different random starts, same
-    robust accuracy up to the spread of random restarts (measured gap: <= 1.25 points)."""
+    robust accuracy up to the spread of random starts (measured: 43.1% vs 43.1% for CE, 46.3% vs 45.6%
+    for T; 0.04 = 6 of 160 points)."""
     torch = pytest.importorskip("torch")
     pytest.importorskip("pyautoattack")
     torch.set_num_threads(1)
-    x, y, ours, acc, ref_acc = _ours_and_reference(loss)
+    acc, ref_acc = _ours_and_reference(loss)
     assert 0.2 < ref_acc < 0.8, ref_acc
     assert abs(acc - ref_acc) <= 0.04, (acc, ref_acc)
 
@@ -202,7 +203,6 @@ def test_inside_ball_and_box_and_unchanged_unless_fooled(norm, eps):
 def _apgd_from(restarts):
     """apgd on the parity points from the parity start (first restart), Linf 4/255 CE, 100 steps; one
     program for every number of restarts."""
-    f, _ = _twin()
     x, y = digits_test_points(N_PARITY)
     x0 = random_start(jax.random.key(1), jnp.asarray(x), norm="linf", eps=4 / 255)
     attack = _apgd_jit()
@@ -256,7 +256,7 @@ def test_each_restart_starts_afresh_and_restarts_stop_when_all_are_fooled():
     seen = []
 
     def f(v):
-        jax.debug.callback(lambda a: seen.append(np.asarray(a).copy()), v)
+        jax.debug.callback(lambda a: seen.append(np.asarray(a).copy()), v, ordered=True)
         return jnp.sin(40.0 * v.reshape(v.shape[0], -1)) @ w  # many local optima
 
     x = jax.random.uniform(jax.random.key(2), (16, 4, 4, 3))

@@ -14,8 +14,9 @@ This is a port of the algorithm of the reference implementation (`pyautoattack` 
   projection onto the eps-ball and [0,1] (for L2 the reference's form, x + d/|d| * min(eps, |d|)).
 - gradients g are of the summed per-example loss, averaged over `eot_iter` samples of a randomised model.
 - best point: the iterate of highest loss so far (strict increase), with its gradient.
-- step-size checkpoints: the first after ceil-less int(0.22 * steps) steps, then windows shrinking by
-  int(0.03 * steps) down to int(0.06 * steps) (each at least 1). At a checkpoint an example halves its
+- step-size checkpoints: the first after int(0.22 * steps) steps, then windows shrinking by
+  int(0.03 * steps) down to int(0.06 * steps) (each at least 1; for 100 steps after iterations
+  22, 41, 57, 70, 80, 87, 93, 99). At a checkpoint an example halves its
   step and restarts from its best point (and best gradient) if the loss increased in at most rho * window
   of the window's steps, or if its step was not reduced at the previous checkpoint and its best loss has
   not improved since then. The schedule is the same for all examples; the decisions are per example.
@@ -29,6 +30,12 @@ This is a port of the algorithm of the reference implementation (`pyautoattack` 
 - losses: 'ce', 'dlr' (untargeted, `losses.dlr`), 'dlr-targeted' (`losses.dlr_targeted`) and
   'ce-targeted' (-CE to the target); the target is the class ranked `target_rank`-th by the clean
   logits (2 = runner-up), as APGD-T picks it. Success is always "argmax != y", targeted or not.
+
+Parity (tests/test_apgd.py, a small CNN twin in Flax and PyTorch, 48 digits, 100 iterations from the
+same start): robust flags identical and best losses within 1e-4 relative for 48/48 examples (APGD-CE
+Linf/L2, APGD-DLR L2, APGD-T rank 3) and 47/48 (APGD-T rank 2; one trajectory parts late on a tie
+between losses equal to 1e-7). With independent random starts on 160 digits at Linf 8/255: robust
+accuracy 43.1% vs 43.1% (CE) and 46.3% vs 45.6% (APGD-T, runner-up target).
 
 Deliberate differences from the reference:
 - the batch keeps its static shape: every restart computes all examples and keeps the results of those
@@ -157,6 +164,7 @@ def apgd_run(logits_fn: Callable, x, y, key, *, norm: str, eps, steps: int = 100
     iterate (the start where never misclassified). All stop_gradient'ed.
     """
     _check(norm, eps, steps, 1, loss, rho, eot_iter)
+    check_images(x, "x")
     if loss.endswith("targeted") and y_target is None:
         raise ValueError(f"loss {loss!r} needs y_target")
     steps = int(steps)
