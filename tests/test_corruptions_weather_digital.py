@@ -131,10 +131,11 @@ def test_deterministic_parity_all_severities(name):
 
 
 def test_jpeg_odd_sizes_and_tables():
-    """Edge padding, chroma subsampling of odd sizes, and the quality scaling (clamped at 255)."""
+    """Edge padding (odd sizes; an even height whose chroma does not fill whole blocks, where libjpeg
+    pads the subsampled rows), and the quality scaling (clamped at 255)."""
     from PIL import Image
-    img = _image(37, 45, seed=5)
-    for quality in (7,):
+    for (h, w), quality in (((37, 45), 7), ((40, 54), 18)):
+        img = _image(h, w, seed=5)
         buf = io.BytesIO()
         Image.fromarray(img).save(buf, "JPEG", quality=quality)
         decoded = Image.open(buf)

@@ -6,7 +6,7 @@ defaults, which this module reproduces in integer arithmetic:
 
 encode  RGB -> YCbCr (jccolor.c, 16-bit fixed point; Cb/Cr rounded with 0.5-epsilon), 4:2:0 chroma
         subsampling (jcsample.c `h2v2_downsample`: 2x2 sums with the alternating 1, 2 rounding bias),
-        edge replication to whole blocks, 8x8 integer "slow" forward DCT (jfdctint.c), quantisation
+        libjpeg's edge padding to whole blocks, 8x8 integer "slow" forward DCT (jfdctint.c), quantisation
         by rounding division with the standard Annex K tables scaled by quality
         (jcparam.c: scale 5000/q below 50 else 200 - 2q, `(base * scale + 50) / 100` clamped to 1..255,
         baseline);
@@ -190,13 +190,16 @@ def jpeg_roundtrip(image, quality: int):
     """The RGB image `[H, W, 3]` in [0, 1] after a libjpeg round trip at `quality` (4:2:0), as floats."""
     h, w = image.shape[:2]
     rgb = jnp.round(jnp.clip(image, 0.0, 1.0) * 255.0).astype(jnp.int32)
-    ph, pw = -h % 16, -w % 16
-    rgb = jnp.pad(rgb, ((0, ph), (0, pw), (0, 0)), mode="edge")
+    # libjpeg's padding (jcprepct.c, jcsample.c): full-resolution edge replication to an even height
+    # and to whole chroma blocks in width; then each component replicates its own last row down to
+    # whole blocks (so chroma padding rows repeat the last subsampled row, not averages of copies).
+    rgb = jnp.pad(rgb, ((0, h % 2), (0, -w % 16), (0, 0)), mode="edge")
     y, cb, cr = rgb_to_ycc(rgb)
+    to_blocks = lambda plane: jnp.pad(plane, ((0, -plane.shape[0] % 8), (0, 0)), mode="edge")  # noqa: E731
     luma_table, chroma_table = quant_tables(quality)
-    y = compress_plane(y, luma_table)[:h, :w]
+    y = compress_plane(to_blocks(y), luma_table)[:h, :w]
     ch, cw = (h + 1) // 2, (w + 1) // 2
-    chroma = [upsample_h2v2_fancy(compress_plane(downsample_h2v2(c), chroma_table)[:ch, :cw])[:h, :w]
+    chroma = [upsample_h2v2_fancy(compress_plane(to_blocks(downsample_h2v2(c)), chroma_table)[:ch, :cw])[:h, :w]
               for c in (cb, cr)]
     return ycc_to_rgb(y, *chroma).astype(jnp.float32) / 255.0
 
