@@ -22,6 +22,8 @@ from robust_jax.data import corruptions
 from robust_jax.evaluation import chunks
 
 TFDS_BUILDERS = {"cifar10": "cifar10_corrupted", "imagenet2012": "imagenet2012_corrupted"}
+PARAMETERS = "ImageNet-C severity parameters (imagecorruptions); not CIFAR-10-C's (use corrupted_tfds for those)"
+"""Which severity parameters `robust_jax.data.corruptions` uses; recorded with every corruption number."""
 
 
 def parse_names(spec: str) -> tuple:
@@ -43,7 +45,8 @@ def settings(cfg_eval) -> dict:
     bad = [s for s in sev if s not in corruptions.SEVERITIES]
     if bad or not sev:
         raise ValueError(f"eval.corruptions.severities must be a non-empty subset of {corruptions.SEVERITIES}, got {sev}")
-    return {"names": parse_names(c.names), "severities": sev, "seed": int(c.seed), "quantize": bool(c.quantize)}
+    return {"names": parse_names(c.names), "severities": sev, "seed": int(c.seed), "quantize": bool(c.quantize),
+            "parameters": PARAMETERS}
 
 
 def check_implemented(names) -> None:

@@ -53,6 +53,10 @@ def _corruption_lines(title: str, sec: dict, png: Optional[str]) -> list:
         lines += [f"Data: {_data_line(sec['data'])}  "]
     if "builder" in sec:
         lines += [f"Corrupted sets: TFDS `{sec['builder']}`  "]
+    if sec.get("settings", {}).get("parameters"):
+        st = sec["settings"]
+        lines += [f"Corruptions computed on the fly: {st['parameters']}; seed {st['seed']}, "
+                  f"quantize {st['quantize']}.  "]
     lines += [f"Clean error {_pct(m['clean_error'])}%; mean corruption error {_pct(m['mean_corruption_error'])}% "
               f"(accuracy {_pct(m['mean_corruption_accuracy'])}%) over {len(errs)} corruption(s) x {len(sev)} "
               f"severities; over the benchmark corruptions {_pct(m['mean_corruption_error_benchmark'])}%.  "]
