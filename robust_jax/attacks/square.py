@@ -287,31 +287,41 @@ def square_step(logits_fn: Callable, x, y, state: SquareState, i, draws: Draws, 
 
 
 # ------------------------------------------------------------------------------------------ draws
-def _signs(key, shape, dtype):
-    return jnp.where(jax.random.bernoulli(key, 0.5, shape), 1.0, -1.0).astype(dtype)
+# All random numbers of an init or an iteration come from one `jax.random.bits` call (a threefry call
+# per draw kind would compile several times slower). Uniforms take 24 bits, as torch.rand's float32 do.
+def _uniform(words):
+    return (words >> 8).astype(jnp.float32) * np.float32(2.0 ** -24)
+
+
+def _sign(words, dtype):
+    return jnp.where(words >> 31 == 1, 1.0, -1.0).astype(dtype)
+
+
+def _below(words, n):
+    """floor(u * n) for u uniform in [0, 1): the reference's random_int(0, n), uniform on 0..n-1."""
+    return jnp.minimum(jnp.floor(_uniform(words) * n).astype(jnp.int32), n - 1)
 
 
 def sample_init_draws(key, x, *, norm: str) -> Draws:
     b, h, w, c = x.shape
     if norm == "linf":
-        return Draws(signs=_signs(key, (b, 1, w, c), x.dtype))
-    k1, k2 = jax.random.split(key)
+        return Draws(signs=_sign(jax.random.bits(key, (b, 1, w, c), jnp.uint32), x.dtype))
     n = l2_init_blocks(h, w)
-    return Draws(signs=_signs(k1, (b, n, c), x.dtype), transposed=jax.random.bernoulli(k2, 0.5, (b, n)))
+    words = jax.random.bits(key, (b, n, c + 1), jnp.uint32)
+    return Draws(signs=_sign(words[..., :c], x.dtype), transposed=_uniform(words[..., c]) > 0.5)
 
 
 def sample_step_draws(key, x, s, *, norm: str) -> Draws:
-    """Window corners uniform in [0, max(h - s, 1)) per image (the reference's random_int(0, h - s))."""
+    """Window corners uniform on 0..max(h - s, 1) - 1 per image (the reference's random_int(0, h - s))."""
     b, h, w, c = x.shape
-    ks = jax.random.split(key, 6)
+    words = jax.random.bits(key, (b, c + 5), jnp.uint32)
     hi_h, hi_w = jnp.maximum(h - s, 1), jnp.maximum(w - s, 1)
-    vh = jax.random.randint(ks[0], (b,), 0, hi_h)
-    vw = jax.random.randint(ks[1], (b,), 0, hi_w)
-    signs = _signs(ks[2], (b, 1, 1, c), x.dtype)
+    draws = Draws(signs=_sign(words[:, :c], x.dtype).reshape(b, 1, 1, c), vh=_below(words[:, c], hi_h),
+                  vw=_below(words[:, c + 1], hi_w))
     if norm == "linf":
-        return Draws(signs=signs, vh=vh, vw=vw)
-    return Draws(signs=signs, vh=vh, vw=vw, vh2=jax.random.randint(ks[3], (b,), 0, hi_h),
-                 vw2=jax.random.randint(ks[4], (b,), 0, hi_w), transposed=jax.random.bernoulli(ks[5], 0.5, (b,)))
+        return draws
+    return draws._replace(vh2=_below(words[:, c + 2], hi_h), vw2=_below(words[:, c + 3], hi_w),
+                          transposed=_uniform(words[:, c + 4]) > 0.5)
 
 
 # ------------------------------------------------------------------------------------------- runs
