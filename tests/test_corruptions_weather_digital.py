@@ -15,7 +15,8 @@ import pytest
 
 from robust_jax.data.corruptions import corrupt, digital, elastic, frost_textures, jpeg, resample, spatter, weather
 
-SIZES = ((32, 32), (64, 64))
+SIZES = ((32, 32), (64, 64), (40, 56))
+"""Test image sizes; the non-square one catches height/width mix-ups (used by the slow tests)."""
 
 
 def _image(h, w, seed):
@@ -95,7 +96,7 @@ def test_cv2_cubic_resize():
 
 # ----------------------------------------------------------------------------------- deterministic
 
-# corruption -> (max levels, mean levels) asserted over severities 1..5 and both image sizes
+# corruption -> (max levels, mean levels) asserted over severities 1..5 and all image sizes
 DETERMINISTIC = {
     "contrast": (0, 0.0), "pixelate": (0, 0.0), "jpeg_compression": (0, 0.0),
     "brightness": (1, 0.1), "saturate": (1, 0.1),
@@ -104,7 +105,7 @@ DETERMINISTIC = {
 
 ALL_CASES = [(size, severity) for size in SIZES for severity in range(1, 6)]
 FAST_CASES = [((32, 32), 5)]
-"""Fast runs check one case per corruption; the `slow` runs (CI) check both sizes x all severities."""
+"""Fast runs check one case per corruption; the `slow` runs (CI) check all sizes x all severities."""
 
 
 def _deterministic_parity(name, cases):
