@@ -98,6 +98,20 @@ def test_square_sides_match_reference(norm, shape, queries, rescale):
 
 
 # --------------------------------------------------------------------------------------------- init
+def test_l2_window_pattern_matches_reference():
+    """The nested-squares pattern for every side an L2 init (h // 5, even for CIFAR) or window can have."""
+    import torch
+
+    ref = _reference().SquareAttack(None, norm="L2", eps=0.5, device="cpu")
+    torch.manual_seed(0)
+    for s in range(2, 41):
+        got, want = sq.l2_window_pattern(s), ref.eta(s).numpy()  # the reference transposes at random
+        err = min(np.abs(got - want).max(), np.abs(got.T - want).max())
+        assert err < 1e-6, (s, err)
+    assert np.abs(sq.l2_window_pattern(6) - sq.l2_window_pattern(6).T).max() > 0.1
+
+
+
 def _block_signature(delta, h, w):
     """For an L2 init perturbation [H,W,C]: per block-channel norms, cosines with the window pattern and
     with its transpose, and the energy outside the blocks."""
