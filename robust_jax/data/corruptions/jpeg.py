@@ -18,7 +18,7 @@ Input is quantised to uint8 first (`round(255 x)`), as the reference only accept
 Everything is elementwise or per 8x8 block, so it is fully vectorised. Each DCT pass is integer-linear
 up to its final rounding shift, so it runs as an exact int32 8x8 matrix multiply-and-sum (the matrix is derived
 on the host from the transcribed libjpeg butterflies) followed by libjpeg's DESCALE; this keeps the
-compiled graph small (~1 s to compile instead of ~12 s for the unrolled butterflies). Measured: output
+compiled graph small (~2 s to compile instead of ~12 s for the unrolled butterflies). Measured: output
 identical to Pillow 13 / libjpeg-turbo on every tested image, size and quality.
 """
 from __future__ import annotations
