@@ -166,6 +166,37 @@ def test_init_structure_matches_reference(norm):
             assert 0.35 < np.mean(positive) < 0.65  # and both signs (450 draws)
 
 
+@pytest.mark.parametrize("norm,shape", [("l2", (32, 32, 3)), ("l2", (28, 28, 1)), ("l2", (20, 30, 3)),
+                                        ("linf", (32, 32, 3))])
+def test_init_equals_reference_with_its_draws(norm, shape):
+    """CIFAR-sized, one-channel and non-square images: with the reference's random numbers (regenerated
+    from its seed in its order), our start point is the reference's, pixel for pixel."""
+    import torch
+
+    mod = _reference()
+    b, (h, w, c) = 3, shape
+    eps = 0.05 if norm == "linf" else 0.5
+    x = jax.random.uniform(jax.random.key(7), (b, h, w, c))
+    atk = mod.SquareAttack(lambda xb: 5.0 * torch.nn.functional.one_hot(torch.zeros(len(xb), dtype=torch.long), 10).float(),
+                           norm=REF_NORM[norm], n_queries=0, eps=eps, seed=0, device="cpu")
+    atk.init_hyperparam(_to_torch(x))
+    torch.manual_seed(0)
+    _, ref = atk.attack_single_run(_to_torch(x), torch.zeros(b, dtype=torch.long))
+    torch.manual_seed(0)
+    sign = lambda t: torch.sign(2 * t - 1).numpy().astype(np.float32)  # noqa: E731
+    if norm == "linf":
+        draws = sq.Draws(signs=sign(torch.rand([b, c, 1, w])).transpose(0, 2, 3, 1))
+    else:
+        nb = sq.l2_init_blocks(h, w)
+        trans, signs = np.zeros((b, nb), bool), np.zeros((b, nb, c), np.float32)
+        for k in range(nb):
+            trans[:, k] = bool(torch.rand([1]) > 0.5)
+            signs[:, k] = sign(torch.rand([b, c, 1, 1]))[..., 0, 0]
+        draws = sq.Draws(signs=signs, transposed=trans)
+    ours = jax.jit(functools.partial(sq.init_point, norm=norm, eps=eps))(x, draws)
+    np.testing.assert_allclose(np.asarray(ours), ref.numpy().transpose(0, 2, 3, 1), atol=1e-6)
+
+
 # --------------------------------------------------------------------------------------------- loss
 @pytest.mark.parametrize("loss,targeted", [("margin", False), ("ce", False), ("ce", True), ("margin", True)])
 def test_margin_and_loss_match_reference(loss, targeted):
