@@ -13,7 +13,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from robust_jax.data.corruptions import corrupt, digital, elastic, frost_textures, jpeg, resample, spatter, weather
+from robust_jax.data.corruptions import (
+    corrupt,
+    elastic,
+    frost_textures,
+    jpeg,
+    resample,
+    spatter,
+    weather,
+)
 
 SIZES = ((32, 32), (64, 64), (40, 56))
 """Test image sizes; the non-square one catches height/width mix-ups (used by the slow tests)."""

@@ -71,7 +71,7 @@ def resized_shape(texture_shape, image_shape) -> tuple[int, int]:
     else:
         scale = max(ih / th, iw / tw)
     scale *= 1.1
-    return int(math.ceil(th * scale)), int(math.ceil(tw * scale))
+    return math.ceil(th * scale), math.ceil(tw * scale)
 
 
 @functools.lru_cache(maxsize=8)

@@ -93,10 +93,10 @@ def upsample_h2v2_fancy(c):
 
 # ------------------------------------------------------------------------------------ integer DCT
 _CONST_BITS, _PASS1_BITS = 13, 2
-_F = {name: int(round(value * (1 << _CONST_BITS))) for name, value in dict(
-    f0298=0.298631336, f0390=0.390180644, f0541=0.541196100, f0765=0.765366865, f0899=0.899976223,
-    f1175=1.175875602, f1501=1.501321110, f1847=1.847759065, f1961=1.961570560, f2053=2.053119869,
-    f2562=2.562915447, f3072=3.072711026).items()}
+_F = {name: round(value * (1 << _CONST_BITS)) for name, value in {
+    "f0298": 0.298631336, "f0390": 0.390180644, "f0541": 0.541196100, "f0765": 0.765366865,
+    "f0899": 0.899976223, "f1175": 1.175875602, "f1501": 1.501321110, "f1847": 1.847759065,
+    "f1961": 1.961570560, "f2053": 2.053119869, "f2562": 2.562915447, "f3072": 3.072711026}.items()}
 
 
 def _odd_part(t4, t5, t6, t7):
@@ -196,7 +196,10 @@ def jpeg_roundtrip(image, quality: int):
     # whole blocks (so chroma padding rows repeat the last subsampled row, not averages of copies).
     rgb = jnp.pad(rgb, ((0, h % 2), (0, -w % 16), (0, 0)), mode="edge")
     y, cb, cr = rgb_to_ycc(rgb)
-    to_blocks = lambda plane: jnp.pad(plane, ((0, -plane.shape[0] % 8), (0, 0)), mode="edge")  # noqa: E731
+
+    def to_blocks(plane):
+        return jnp.pad(plane, ((0, -plane.shape[0] % 8), (0, 0)), mode="edge")
+
     luma_table, chroma_table = quant_tables(quality)
     y = compress_plane(to_blocks(y), luma_table)[:h, :w]
     ch, cw = (h + 1) // 2, (w + 1) // 2

@@ -60,7 +60,7 @@ def rgb_to_gray(rgb):
 _PIL_PRECISION_BITS = 32 - 8 - 2   # Pillow's Resample.c, 8 bits per channel
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def pil_box_weights(in_size: int, out_size: int) -> np.ndarray:
     """Pillow's fixed-point BOX resampling matrix `[out, in]` (int32, rows sum to ~2**22).
 
@@ -105,7 +105,7 @@ def pil_resize_box_uint8(x, out_h: int, out_w: int):
     return x
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def pil_nearest_index(in_size: int, out_size: int) -> np.ndarray:
     """Source index of each output pixel for `Image.resize(..., Image.NEAREST)`: Pillow's
     `ImagingScaleAffine` accumulates `x = scale/2; x += scale` in double and truncates."""
@@ -135,7 +135,7 @@ def zoom_linear(x, zoom: float):
     (scipy's default `grid_mode=False` aligns the corner pixels), linearly interpolated."""
     for axis in (0, 1):
         n = x.shape[axis]
-        out = int(round(n * zoom))
+        out = round(n * zoom)
         step = (n - 1) / (out - 1) if out > 1 else 0.0
         coord = np.arange(out, dtype=np.float64) * step
         i0 = np.clip(np.floor(coord).astype(np.int64), 0, n - 1)

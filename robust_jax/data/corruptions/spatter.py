@@ -72,7 +72,10 @@ def canny(image, low: int, high: int):
     gx = _neighbourhood_sum(image, [[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], "nearest")
     gy = _neighbourhood_sum(image, [[-1, -2, -1], [0, 0, 0], [1, 2, 1]], "nearest")
     mag = jnp.abs(gx) + jnp.abs(gy)
-    at = lambda dy, dx: _shifted(mag, dy, dx, 0)  # noqa: E731
+
+    def at(dy, dx):
+        return _shifted(mag, dy, dx, 0)
+
     ax, ay = jnp.abs(gx), jnp.abs(gy) << 15
     tg22 = ax * 13573
     tg67 = tg22 + (ax << 16)

@@ -145,7 +145,7 @@ def clipped_zoom(x, zoom: float):
     by `zoom` with scipy's linear `zoom` (the result may exceed the input size by a pixel or two; the
     caller crops)."""
     h, w = x.shape[:2]
-    ch, cw = int(math.ceil(h / float(zoom))), int(math.ceil(w / float(zoom)))
+    ch, cw = math.ceil(h / float(zoom)), math.ceil(w / float(zoom))
     top, left = (h - ch) // 2, (w - cw) // 2
     return resample.zoom_linear(x[top:top + ch, left:left + cw], zoom)
 
