@@ -25,7 +25,9 @@ def base():
     c.seed = 0
     c.data = dict(name="digits", train_split="train", eval_split="test", num_classes=0, image_size=0,
                   train_augment="none", eval_preprocess="none", crop_padding=4, shuffle_buffer=50_000,
-                  cache=True, data_dir="")
+                  cache=True, data_dir="", eval_subset="first")
+    # eval_subset: with eval.num_examples set, evaluate the 'first' examples or a 'spread' (every k-th one;
+    #   use it on splits stored sorted by class, such as ../shared/data/cifar10_subset.npz).
     # bn: BatchNorm statistics, 'sync' (global batch) or 'ghost:N' (per group of N examples: set N to the
     #   per-GPU batch of a DataParallel/DDP reference to reproduce it); dtype: compute dtype, params stay f32.
     c.model = dict(name="small_cnn", mean=(0.5,), std=(0.5,), init_from="", kwargs=ml_collections.ConfigDict(),

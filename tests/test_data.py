@@ -484,3 +484,30 @@ def test_four_devices_subprocess():
                PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), TF_CPP_MIN_LOG_LEVEL="2")
     r = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and "OK" in r.stdout, r.stdout + r.stderr
+
+
+def test_eval_subset_spread_takes_every_kth_example_and_first_takes_the_head():
+    """`data.eval_subset='spread'` picks examples 0, k, 2k, ... (k = split size // num_examples), so a split
+    sorted by class still yields every class; 'first' the first ones; anything else is an error."""
+    import numpy as np
+
+    from robust_jax import data as data_lib
+    from robust_jax import parallel
+
+    cfg = ml_collections.ConfigDict(dict(name="digits", eval_preprocess="none", image_size=0, data_dir="",
+                                         cache=True, eval_subset="spread"))
+    mesh = parallel.make_mesh()
+    full = np.concatenate([b["label"] for b in data_lib.eval_batches(cfg, "test", global_batch_size=400, mesh=mesh)[0]])
+    n = data_lib.source_for(cfg).split("test").num_examples
+    full = full[:n]
+    got = np.concatenate([np.asarray(b["label"])[np.asarray(b["mask"]) > 0]
+                          for b in data_lib.eval_batches(cfg, "test", global_batch_size=8, mesh=mesh, num_examples=12)[0]])
+    k = n // 12
+    np.testing.assert_array_equal(got, full[::k][:12])
+    cfg.eval_subset = "first"
+    got = np.concatenate([np.asarray(b["label"])[np.asarray(b["mask"]) > 0]
+                          for b in data_lib.eval_batches(cfg, "test", global_batch_size=8, mesh=mesh, num_examples=12)[0]])
+    np.testing.assert_array_equal(got, full[:12])
+    cfg.eval_subset = "random"
+    with pytest.raises(ValueError, match="eval_subset"):
+        data_lib.eval_batches(cfg, "test", global_batch_size=8, mesh=mesh, num_examples=12)

@@ -82,19 +82,27 @@ def train_batches(cfg, *, global_batch_size: int, mesh, seed: int, start_step: i
 
 
 def eval_batches(cfg, split: str, *, global_batch_size: int, mesh, num_examples: Optional[int] = None):
-    """(iterator, num_batches) over `split` (its first `num_examples` if given), each example once.
-    Batches carry `mask` (1 real, 0 padding) so metrics can ignore the padding of the last batch."""
+    """(iterator, num_batches) over `split`, each example once: all of it, or `num_examples` of it chosen by
+    `cfg.eval_subset` — 'first' (the first ones) or 'spread' (every k-th, k = size // num_examples, so a
+    split stored sorted by class still gives every class). Batches carry `mask` (1 real, 0 padding) so
+    metrics can ignore the padding of the last batch."""
     src = source_for(cfg)
     index, count = _process_shard()
     total = src.split(split).num_examples
-    if num_examples:
-        total = min(total, num_examples)
+    subset = cfg.get("eval_subset", "first")
+    if subset not in ("first", "spread"):
+        raise ValueError(f"data.eval_subset must be 'first' or 'spread', got {subset!r}")
+    stride = 1
+    if num_examples and num_examples < total:
+        stride = total // num_examples if subset == "spread" else 1
+        total = num_examples
     local_bs = parallel.local_batch_size(global_batch_size)
     bounds = np.linspace(0, total, count + 1).astype(int)
     largest = int(np.max(np.diff(bounds)))
     num_batches = max(1, math.ceil(largest / local_bs))
     part = src.split(split)
-    ds = part.encoded.skip(int(bounds[index])).take(int(bounds[index + 1] - bounds[index]))
+    ds = part.encoded.shard(stride, 0) if stride > 1 else part.encoded
+    ds = ds.skip(int(bounds[index])).take(int(bounds[index + 1] - bounds[index]))
     size = cfg.get("image_size")
     decode = part.decode or (lambda ex: ex)
 

@@ -37,6 +37,7 @@ def batches_per_chunk(cfg_eval) -> int:
 def data_record(cfg_data, split: str, num_examples) -> dict:
     """What the numbers of a data set depend on: source, split, size, preprocessing."""
     return {"name": cfg_data.name, "split": split, "num_examples": num_examples or "all",
+            "subset": cfg_data.get("eval_subset", "first") if num_examples else "all",
             "preprocess": cfg_data.eval_preprocess, "image_size": cfg_data.get("image_size") or "native",
             "data_dir": cfg_data.get("data_dir") or ""}
 

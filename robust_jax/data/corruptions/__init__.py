@@ -61,6 +61,6 @@ def corrupt(key, images, name: str, severity: int, *, quantize: bool = True):
     out = jnp.clip(out, 0.0, 1.0)
     if quantize:
         out = jnp.floor(out * 255.0 + 1e-4) / 255.0
-    if channels == 1:
-        out = jnp.mean(out, axis=-1, keepdims=True)
+    if channels == 1:  # the mean of three values in [0,1] can round to 1 + 1 ulp
+        out = jnp.clip(jnp.mean(out, axis=-1, keepdims=True), 0.0, 1.0)
     return out.astype(images.dtype)
