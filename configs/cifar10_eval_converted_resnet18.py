@@ -43,9 +43,10 @@ def get_config(arg=None):
     # Clean accuracy by default (seconds on a CPU); add attacks with e.g. --config.eval.suite=clean,pgd-20,cw-20
     # (ResNet-18 PGD-20 on 1,000 images takes several minutes per attack on 2 CPU cores).
     c.eval.update(batch_size=500, eps=1 / 255, step_size=0.25 / 255, suite="clean", use_ema=False)
-    if "full" in args:  # RobustBench's CIFAR-10 threat model (Linf 8/255) on the first 100 test images
+    if "full" in args:  # RobustBench's CIFAR-10 threat model (Linf 8/255) on 100 test images, 10 per class
+        c.data.eval_subset = "spread"
         c.eval.update(suite="clean,pgd-20,autoattack,corruptions", eps=8 / 255, step_size=2 / 255, batch_size=50,
-                      num_examples=100, chunk_size=50)
+                      num_examples=100, chunk_size=50, curve_eps=tuple(e / 255 for e in (0.25, 0.5, 1, 2, 4)))
         c.eval.autoattack.update(version="standard", batch_size=50)
         c.eval.corruptions.update(names="benchmark", severities=(1, 2, 3, 4, 5))
     if "smoke" in args:

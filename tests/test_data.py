@@ -487,8 +487,9 @@ def test_four_devices_subprocess():
 
 
 def test_eval_subset_spread_takes_every_kth_example_and_first_takes_the_head():
-    """`data.eval_subset='spread'` picks examples 0, k, 2k, ... (k = split size // num_examples), so a split
-    sorted by class still yields every class; 'first' the first ones; anything else is an error."""
+    """`data.eval_subset='spread'` picks examples 0, k, 2k, ... (k = split size // num_examples) in a fixed
+    shuffled order, so a split sorted by class still yields every class; 'first' the first ones; anything
+    else is an error."""
     import numpy as np
 
     from robust_jax import data as data_lib
@@ -503,7 +504,11 @@ def test_eval_subset_spread_takes_every_kth_example_and_first_takes_the_head():
     got = np.concatenate([np.asarray(b["label"])[np.asarray(b["mask"]) > 0]
                           for b in data_lib.eval_batches(cfg, "test", global_batch_size=8, mesh=mesh, num_examples=12)[0]])
     k = n // 12
-    np.testing.assert_array_equal(got, full[::k][:12])
+    np.testing.assert_array_equal(np.sort(got), np.sort(full[::k][:12]))  # the same examples, mixed order
+    assert not np.array_equal(got, full[::k][:12])
+    again = np.concatenate([np.asarray(b["label"])[np.asarray(b["mask"]) > 0]
+                            for b in data_lib.eval_batches(cfg, "test", global_batch_size=4, mesh=mesh, num_examples=12)[0]])
+    np.testing.assert_array_equal(got, again)  # a fixed order, whatever the batch size
     cfg.eval_subset = "first"
     got = np.concatenate([np.asarray(b["label"])[np.asarray(b["mask"]) > 0]
                           for b in data_lib.eval_batches(cfg, "test", global_batch_size=8, mesh=mesh, num_examples=12)[0]])

@@ -84,7 +84,8 @@ def train_batches(cfg, *, global_batch_size: int, mesh, seed: int, start_step: i
 def eval_batches(cfg, split: str, *, global_batch_size: int, mesh, num_examples: Optional[int] = None):
     """(iterator, num_batches) over `split`, each example once: all of it, or `num_examples` of it chosen by
     `cfg.eval_subset` — 'first' (the first ones) or 'spread' (every k-th, k = size // num_examples, so a
-    split stored sorted by class still gives every class). Batches carry `mask` (1 real, 0 padding) so
+    split stored sorted by class still gives every class, in a fixed shuffled order so that the first batch,
+    whose images the report shows, is mixed too). Batches carry `mask` (1 real, 0 padding) so
     metrics can ignore the padding of the last batch."""
     src = source_for(cfg)
     index, count = _process_shard()
@@ -101,7 +102,9 @@ def eval_batches(cfg, split: str, *, global_batch_size: int, mesh, num_examples:
     largest = int(np.max(np.diff(bounds)))
     num_batches = max(1, math.ceil(largest / local_bs))
     part = src.split(split)
-    ds = part.encoded.shard(stride, 0) if stride > 1 else part.encoded
+    ds = part.encoded
+    if stride > 1:  # same order on every process: the shuffle is seeded and reads the whole (small) subset
+        ds = ds.shard(stride, 0).take(total).shuffle(total, seed=0, reshuffle_each_iteration=False)
     ds = ds.skip(int(bounds[index])).take(int(bounds[index + 1] - bounds[index]))
     size = cfg.get("image_size")
     decode = part.decode or (lambda ex: ex)
