@@ -12,19 +12,20 @@ AutoAttack's example model shipped in the `pyautoattack` package (an undefended 
 Expected on the 1,000 test images of cifar10_subset.npz (measured here): clean 83.80%, the same as the
 PyTorch model (83.8%); the model is undefended, so robust accuracy at Linf 1/255 is already low.
 
-`:full` runs the evaluation suite clean, PGD-20 and AutoAttack (standard) at RobustBench's Linf 8/255, and
-the 15 benchmark common corruptions (on the fly, 5 severities: mean corruption error and the heat-map) on
-the first `eval.num_examples` = 100 test images, saved per chunk of 50 (an interrupted run resumes):
+`:full` runs the evaluation suite clean, PGD-20 and AutoAttack (standard) at RobustBench's Linf 8/255, a PGD-20
+accuracy-vs-eps curve (0.25/255 to 4/255), and the 15 benchmark common corruptions (on the fly, 5 severities:
+mean corruption error and the heat-map) on 100 test images spread over the split (`data.eval_subset='spread'`:
+every 10th of cifar10_subset.npz, which is sorted by class), saved per chunk of 50 (an interrupted run resumes):
 
     python main.py --config configs/cifar10_eval_converted_resnet18.py:full --mode eval --workdir runs/eval_r18_full \\
         --config.eval.checkpoint=runs/resnet18_autoattack.msgpack \\
         --config.data.name=npz:../shared/data/cifar10_subset.npz
 
-Measured here (2 shared CPU cores, about 20 min in all): clean 80.00%, PGD-20 0.00%, AutoAttack 0.00%
-(APGD-CE alone breaks every point; 9 min), mean corruption error 58.03% over the 15 benchmark corruptions x 5
-severities (5 min; fog is the hardest at 82.80%). cifar10_subset.npz is sorted by class, so its first 100
-images are all airplanes: evaluate the whole subset with `--config.eval.num_examples=0` (TFDS cifar10's
-test split is not sorted). The on-the-fly corruptions use ImageNet-C's severity parameters, not
+Measured here (2 CPU cores, 2026-11-22, about 8 min in all): clean 80.00%, PGD-20 0.00%, AutoAttack 0.00%
+(APGD-CE alone breaks every point; 158 s); PGD-20 curve 66 / 57 / 28 / 1 / 0% at eps 0.25 / 0.5 / 1 / 2 / 4
+(/255); mean corruption error 66.71% over the 15 benchmark corruptions x 5 severities (elastic_transform,
+gaussian/shot noise and defocus blur the hardest, brightness the easiest). The report's plots are the picture
+in README.md (docs/images/report_example.png). The on-the-fly corruptions use ImageNet-C's severity parameters, not
 CIFAR-10-C's: for numbers comparable with published CIFAR-10-C results use `corrupted_tfds`.
 
 Without `--config.data.name` it reads TFDS `cifar10` (prepare with `tfds build cifar10`); `corrupted_tfds`
