@@ -8,7 +8,7 @@ Prints the clean and per-attack robust accuracy of both side by side, the points
 and both wall times with their ratio (pyautoattack / robust_jax, > 1: robust_jax faster). Our time
 includes compiling; `--warm` runs ours a second time with the compiled attacks and reports that too.
 Default eps: 1/255 (Linf), 0.1 (L2). The data file holds `x_test` uint8 NHWC and `y_test`; the first
-`--n` test images are used.
+`--n` test images are spread evenly over the file (every k-th: cifar10_subset.npz is sorted by class).
 """
 from __future__ import annotations
 
@@ -45,7 +45,8 @@ def load_data(path, n):
     if not os.path.exists(path):
         raise SystemExit(f"data file {path} not found; pass --data PATH (npz with x_test uint8 NHWC, y_test)")
     d = np.load(path)
-    return (d["x_test"][:n].astype(np.float32) / 255.0), d["y_test"][:n].astype(np.int32)
+    idx = np.arange(n) * max(1, len(d["y_test"]) // n)  # spread: the subset file is sorted by class
+    return (d["x_test"][idx].astype(np.float32) / 255.0), d["y_test"][idx].astype(np.int32)
 
 
 def load_models():

@@ -2,6 +2,7 @@
 counts, custom attacks, sanity-check warnings, the final result check, and parity with `pyautoattack`
 (the twin CNN on held-out digits; AutoAttack's own CIFAR-10 ResNet-18)."""
 import functools
+import importlib
 import logging
 import os
 import re
@@ -132,7 +133,8 @@ def test_bad_arguments_fail_loudly():
 def recorded(monkeypatch):
     """Replaces apgd/fab/square by recorders that return x unchanged (nothing is fooled, every stage and
     every target runs) and log (attack, settings, target rank) on the host."""
-    from robust_jax.attacks import apgd as apgd_mod, fab as fab_mod, square as square_mod
+    # the modules, not the functions of the same name that robust_jax.attacks exports
+    apgd_mod, fab_mod, square_mod = (importlib.import_module(f"robust_jax.attacks.{m}") for m in ("apgd", "fab", "square"))
 
     calls = []
 
@@ -339,7 +341,7 @@ def _cifar_resnet18():
     return net.eval(), (lambda v, xb: model.apply(v, xb, train=False)), variables
 
 
-@pytest.mark.slow
+@pytest.mark.heavy  # ~3-7 min on 2 CPU cores: run with `python -m pytest -m heavy`
 def test_standard_matches_pyautoattack_on_the_cifar10_resnet18():
     net, apply_fn, variables = _cifar_resnet18()
     rng = np.random.default_rng(0)  # smooth random-ish images: 4x4 colour blocks plus mild noise
