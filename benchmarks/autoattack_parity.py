@@ -7,7 +7,7 @@ the same weights (AutoAttack's example ResNet-18, `pyautoattack/examples/model_t
 Prints the clean and per-attack robust accuracy of both side by side, the points on which they disagree,
 and both wall times with their ratio (pyautoattack / robust_jax, > 1: robust_jax faster). Our time
 includes compiling; `--warm` runs ours a second time with the compiled attacks and reports that too.
-Default eps: 1/255 (Linf), 0.1 (L2). The data file holds `x_test` uint8 NHWC and `y_test`; the first
+Default eps: 1/255 (Linf), 0.1 (L2). The data file holds `x_test` uint8 NHWC and `y_test`; the
 `--n` test images are spread evenly over the file (every k-th: cifar10_subset.npz is sorted by class).
 """
 from __future__ import annotations
@@ -117,7 +117,7 @@ def main():
             for k in dict.fromkeys(list(ours_per) + list(ref_per))]
     print(C.environment())
     print(f"AutoAttack {args.version}, {args.norm} eps {args.eps:.5g}, AutoAttack's ResNet-18 (model_test.pt), "
-          f"first {len(x)} CIFAR-10 test images of {os.path.basename(args.data)}, seed {args.seed}")
+          f"{len(x)} CIFAR-10 test images spread over {os.path.basename(args.data)}, seed {args.seed}")
     print(C.table(rows, ["accuracy after", "robust_jax %", "pyautoattack %", "diff (points)", "robust_jax s"]))
     disagree = int(np.sum(ours.robust != ref_robust))
     print(f"final robust: robust_jax {ours.robust_accuracy:.2%}, pyautoattack {ref_robust.mean():.2%}; "

@@ -131,11 +131,19 @@ def _record_writes(workdir):
         if event == "open":
             path, mode, flags = args
             writing = any(ch in mode for ch in "wax+") if isinstance(mode, str) else bool((flags or 0) & write_flags)
-        elif event in ("os.mkdir", "os.rename", "os.remove"):
+        elif event in ("os.mkdir", "os.remove"):
             path, writing = args[0], True
+        elif event == "os.rename":  # also os.replace: an atomic write lands on its destination
+            for path in args[:2]:
+                record(path)
+            return
         else:
             return
-        if writing and isinstance(path, (str, bytes, os.PathLike)) and not isinstance(path, int):
+        if writing:
+            record(path)
+
+    def record(path):
+        if isinstance(path, (str, bytes, os.PathLike)) and not isinstance(path, int):
             p = os.path.realpath(os.fsdecode(path))
             if (p == workdir or p.startswith(workdir + os.sep)) and not (p == skip or p.startswith(skip + os.sep)):
                 written.append(os.path.relpath(p, workdir))

@@ -309,7 +309,8 @@ TOL = 0.03
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("norm,eps", [("Linf", 0.03), ("L2", 0.5)])
+@pytest.mark.parametrize("norm,eps", [("Linf", 0.03),
+                                      pytest.param("L2", 0.5, marks=pytest.mark.heavy)])  # L2: pytest -m heavy
 def test_standard_matches_pyautoattack_on_the_twin(norm, eps):
     apply_fn, params, x, y = _twin_points(100)
     ref_clean, ref_per, ref_robust = _reference(torch_twin(params), x, y, norm=norm, eps=eps)
