@@ -183,16 +183,7 @@ def test_init_equals_reference_with_its_draws(norm, shape):
     torch.manual_seed(0)
     _, ref = atk.attack_single_run(_to_torch(x), torch.zeros(b, dtype=torch.long))
     torch.manual_seed(0)
-    sign = lambda t: torch.sign(2 * t - 1).numpy().astype(np.float32)  # noqa: E731
-    if norm == "linf":
-        draws = sq.Draws(signs=sign(torch.rand([b, c, 1, w])).transpose(0, 2, 3, 1))
-    else:
-        nb = sq.l2_init_blocks(h, w)
-        trans, signs = np.zeros((b, nb), bool), np.zeros((b, nb, c), np.float32)
-        for k in range(nb):
-            trans[:, k] = bool(torch.rand([1]) > 0.5)
-            signs[:, k] = sign(torch.rand([b, c, 1, 1]))[..., 0, 0]
-        draws = sq.Draws(signs=signs, transposed=trans)
+    draws = _reference_init_draws(b, h, w, c, norm)
     ours = jax.jit(functools.partial(sq.init_point, norm=norm, eps=eps))(x, draws)
     np.testing.assert_allclose(np.asarray(ours), ref.numpy().transpose(0, 2, 3, 1), atol=1e-6)
 
@@ -213,6 +204,23 @@ def test_margin_and_loss_match_reference(loss, targeted):
 
 
 # ------------------------------------------------------------------------------- exact replay parity
+def _reference_init_draws(b, h, w, c, norm):
+    """The start-point draws the reference makes right after `torch.manual_seed`, replayed from torch's
+    generator in the same order (Linf: one sign per image, channel and column; L2: per block a transpose
+    decision shared by the batch and a sign per image and channel)."""
+    import torch
+
+    sign = lambda t: torch.sign(2 * t - 1).numpy().astype(np.float32)  # noqa: E731
+    if norm == "linf":
+        return sq.Draws(signs=sign(torch.rand([b, c, 1, w])).transpose(0, 2, 3, 1))
+    nb = sq.l2_init_blocks(h, w)
+    trans, signs = np.zeros((b, nb), bool), np.zeros((b, nb, c), np.float32)
+    for k in range(nb):
+        trans[:, k] = bool(torch.rand([1]) > 0.5)
+        signs[:, k] = sign(torch.rand([b, c, 1, 1]))[..., 0, 0]
+    return sq.Draws(signs=signs, transposed=trans)
+
+
 def _replay(norm, loss, targeted, n=24, queries=150, eps=None, seed=0):
     """Runs the reference's `attack_single_run` under a torch seed, then drives our `square_init` /
     `square_step` with the very random numbers the reference drew (regenerated from the same seed in the
@@ -239,15 +247,7 @@ def _replay(norm, loss, targeted, n=24, queries=150, eps=None, seed=0):
     torch.manual_seed(seed)
     sign = lambda t: torch.sign(2 * t - 1).numpy().astype(np.float32)
     randint = lambda high: int((high * torch.rand([1])).long())
-    if norm == "linf":
-        init = sq.Draws(signs=sign(torch.rand([b, c, 1, w])).transpose(0, 2, 3, 1))
-    else:
-        nb = sq.l2_init_blocks(h, w)
-        trans, signs = np.zeros((b, nb), bool), np.zeros((b, nb, c), np.float32)
-        for k in range(nb):
-            trans[:, k] = bool(torch.rand([1]) > 0.5)
-            signs[:, k] = sign(torch.rand([b, c, 1, 1]))[..., 0, 0]
-        init = sq.Draws(signs=signs, transposed=trans)
+    init = _reference_init_draws(b, h, w, c, norm)
     kw = dict(norm=norm, eps=eps, loss=loss, targeted=targeted)
     sched = sq.make_schedule(queries, h, w, norm=norm, p_init=0.8, rescale=False)
     state = jax.jit(functools.partial(sq.square_init, f, **kw))(x, labels, init)
