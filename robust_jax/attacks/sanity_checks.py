@@ -80,15 +80,8 @@ def input_gradients(logits_fn: Callable, x, y) -> dict:
 
     grads = {"ce": jax.grad(total(losses_lib.cross_entropy))(x)}
     if jax.eval_shape(logits_fn, x).shape[-1] >= 3:
-        grads["dlr"] = jax.grad(total(dlr_loss))(x)
+        grads["dlr"] = jax.grad(total(losses_lib.dlr))(x)
     return grads
-
-
-def dlr_loss(logits, y):
-    """Untargeted DLR loss of Croce & Hein (2020): -(z_y - max_{i!=y} z_i) / (z_pi1 - z_pi3 + 1e-12)."""
-    z = logits.astype(jnp.float32)
-    srt = jnp.sort(z, axis=-1)
-    return losses_lib.margin(z, y) / (srt[:, -1] - srt[:, -3] + 1e-12)
 
 
 def check_zero_gradients(grads: dict, *, log=None) -> int:
