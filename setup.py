@@ -2,7 +2,7 @@
 
 Install for use:            pip install -e .
 Install with test tools:    pip install -e .[test]
-Add PyTorch parity refs:    pip install -e .[test,parity]   (torch CPU wheel, pyautoattack, imagecorruptions)
+Add PyTorch parity refs:    pip install -e .[test,parity]   (torch, timm, easyrobust, taming, pyautoattack, imagecorruptions)
 """
 from setuptools import find_packages, setup
 
@@ -33,9 +33,16 @@ EXTRAS = {
         "nbformat>=5.10,<6",
         "ipykernel>=6.29,<8",
     ],
-    # PyTorch references for parity tests and benchmarks (heavy; CI installs them once).
+    # PyTorch references for parity tests and benchmarks (heavy, ~5.5 GB with torch's CUDA libraries;
+    # CI installs them once). torch 2.14.1 + torchvision 0.29.1 because timm needs torchvision, and the
+    # 0.28.0 wheel here does not load against the torch 2.13.0 CPU wheel (torchvision::nms missing).
     "parity": [
-        "torch==2.13.0",
+        "torch==2.14.1",
+        "torchvision==0.29.1",
+        # DAT references: easyrobust's VQGAN copy and PGD generator (pins timm==0.5.4, used for the ViT
+        # parity too); taming's Encoder/Decoder/VectorQuantizer2 modules.
+        "easyrobust==0.2.4",
+        "taming-transformers-rom1504==0.0.6",
         "pyautoattack==0.2.0",
         # imagecorruptions 1.1.2 no longer runs on current numpy/scikit-image; the maintained fork keeps
         # the module name `imagecorruptions` (pulls numba, opencv-python, scikit-image).
