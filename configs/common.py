@@ -25,18 +25,28 @@ def base():
     c.seed = 0
     c.data = dict(name="digits", train_split="train", eval_split="test", num_classes=0, image_size=0,
                   train_augment="none", eval_preprocess="none", crop_padding=4, shuffle_buffer=50_000,
-                  cache=True, data_dir="", eval_subset="first")
+                  cache=True, data_dir="", eval_subset="first", randaugment="", random_erasing=0.0)
+    # randaugment: timm policy string, e.g. 'rand-m9-mstd0.5-inc1' (DeiT), '' = off; random_erasing: the
+    #   probability of timm's RandomErasing (mode 'pixel', one box) on training images, 0 = off.
     # eval_subset: with eval.num_examples set, evaluate the 'first' examples or a 'spread' (every k-th one;
     #   use it on splits stored sorted by class, such as ../shared/data/cifar10_subset.npz).
     # bn: BatchNorm statistics, 'sync' (global batch) or 'ghost:N' (per group of N examples: set N to the
     #   per-GPU batch of a DataParallel/DDP reference to reproduce it); dtype: compute dtype, params stay f32.
     c.model = dict(name="small_cnn", mean=(0.5,), std=(0.5,), init_from="", kwargs=ml_collections.ConfigDict(),
                    bn="sync", dtype="float32")
+    # vqgan (DAT): checkpoint = a VQGAN training workdir (configs/vqgan_*.py) or a converted .msgpack file;
+    #   name/kwargs = the architecture of a .msgpack file (robust_jax.models.vqgan.CONFIGS, e.g.
+    #   'openimages_f8_16384'). dat: variant 'reference' (attack Q(x), train on Q(Q(x)+delta), as easyrobust)
+    #   or 'paper' (train on Q(x+delta), straight-through gradients at Q); start_prob: probability of the
+    #   random start, drawn once per batch.
     c.method = dict(name="standard", attack=attack(), beta=6.0, label_smoothing=0.0, mixup_alpha=0.0,
-                    cutmix_alpha=0.0)
+                    cutmix_alpha=0.0,
+                    vqgan=dict(checkpoint="", name="", kwargs=ml_collections.ConfigDict()),
+                    dat=dict(variant="reference", start_prob=0.8))
     c.optim = dict(name="sgd", lr=0.1, momentum=0.9, nesterov=False, weight_decay=5e-4, weight_decay_on="all",
                    schedule="piecewise", decay_epochs=(), decay_factor=0.1, warmup_epochs=0.0, grad_clip=0.0,
-                   ema_decay=0.0, b1=0.9, b2=0.999)
+                   ema_decay=0.0, b1=0.9, b2=0.999, warmup_init_lr=0.0, min_lr=0.0)
+    # warmup_init_lr: the warm-up starts here (timm: warmup_lr 1e-6); min_lr: the cosine schedule's floor.
     c.train = dict(batch_size=128, epochs=1.0, num_steps=0, log_every=50, eval_every=0, eval_suite="clean,pgd-10",
                    eval_examples=1000, checkpoint_every=0, keep_checkpoints=2)
     # eval: see docs/evaluation.md. suite entries: clean, fgsm, pgd-K, cw-K, autoattack, corruptions,

@@ -12,8 +12,9 @@ SCHEDULES = ("constant", "piecewise", "cosine")
 
 
 def make_schedule(cfg, *, steps_per_epoch: int, total_steps: int):
-    """'constant'; 'piecewise' (lr * decay_factor^k after each of `decay_epochs`); 'cosine' to 0.
-    `warmup_epochs` prepends a linear warm-up from 0 to `lr`."""
+    """'constant'; 'piecewise' (lr * decay_factor^k after each of `decay_epochs`); 'cosine' to `min_lr`.
+    `warmup_epochs` prepends a linear warm-up from `warmup_init_lr` (default 0) to `lr`. Steps, not epochs:
+    timm's epoch-wise schedulers (DeiT) change the lr once per epoch; this one changes it every step."""
     kind, lr = cfg.schedule, cfg.lr
     warmup = int(round(cfg.get("warmup_epochs", 0.0) * steps_per_epoch))
     if kind == "constant":
@@ -22,12 +23,16 @@ def make_schedule(cfg, *, steps_per_epoch: int, total_steps: int):
         boundaries = {int(round(e * steps_per_epoch)) - warmup: cfg.decay_factor for e in cfg.decay_epochs}
         main = optax.piecewise_constant_schedule(lr, boundaries)
     elif kind == "cosine":
-        main = optax.cosine_decay_schedule(lr, max(1, total_steps - warmup))
+        min_lr = cfg.get("min_lr", 0.0)
+        if not 0.0 <= min_lr <= lr:
+            raise ValueError(f"optim.min_lr must lie in [0, optim.lr={lr}], got {min_lr}")
+        main = optax.cosine_decay_schedule(lr, max(1, total_steps - warmup), alpha=min_lr / lr if lr else 0.0)
     else:
         raise ValueError(f"unknown schedule {kind!r}; known: {SCHEDULES}")
     if not warmup:
         return main
-    return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), main], [warmup])
+    start = cfg.get("warmup_init_lr", 0.0)
+    return optax.join_schedules([optax.linear_schedule(start, lr, warmup), main], [warmup])
 
 
 def _decay_mask(params, which: str):
