@@ -31,16 +31,23 @@ def create(variables, tx: optax.GradientTransformation, *, ema: bool) -> TrainSt
 
 
 def make_train_step(method, tx: optax.GradientTransformation, *, ema_decay: float = 0.0):
-    """(state, batch, key) -> (state, metrics). The step's key is `fold_in(key, state.step)`.
+    """(state, batch, key, frozen=None) -> (state, metrics). The step's key is `fold_in(key, state.step)`.
+
+    `frozen` is `method.frozen`: variables the objective uses but never trains (DAT's VQGAN, a teacher).
+    They are an argument of the jitted step, never closed over: a closed-over array is embedded in the
+    compiled program as a constant (a 67M-parameter VQGAN would mean a 0.5 GB program and minutes of
+    compilation). A method with frozen variables takes them as the last argument of its `loss`.
 
     Non-finite guard: if the loss or any gradient is NaN/inf the update is skipped (the state keeps its
     last finite values) and `metrics['nonfinite']` is 1; the training loop stops with an error then.
     """
 
-    def step_fn(state: TrainState, batch, key):
+    def step_fn(state: TrainState, batch, key, frozen=None):
         key = jax.random.fold_in(key, state.step)
         grad_fn = jax.value_and_grad(method.loss, has_aux=True)
-        (loss, (model_state, metrics)), grads = grad_fn(state.params, state.model_state, batch, key, state.step)
+        extra = () if frozen is None else (frozen,)
+        (loss, (model_state, metrics)), grads = grad_fn(state.params, state.model_state, batch, key, state.step,
+                                                        *extra)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         finite = jnp.isfinite(loss) & jnp.all(jnp.array([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))

@@ -56,6 +56,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     writer = MetricsWriter(workdir)
     step_fn = jax.jit(state_lib.make_train_step(method, run.tx, ema_decay=config.optim.get("ema_decay", 0.0)),
                       donate_argnums=0)
+    frozen = parallel.replicate(method.frozen, mesh)
     key = jax.random.key(config.seed + 1)
     batches = data.train_batches(config.data, global_batch_size=config.train.batch_size, mesh=mesh,
                                  seed=config.seed, start_step=start)
@@ -66,7 +67,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                dynamic_ncols=True)
     try:
         for step in range(start, run.total_steps):
-            state, metrics = step_fn(state, next(batches), key)
+            state, metrics = step_fn(state, next(batches), key, frozen)
             pending.append(metrics)
             done = step + 1
             bar.update(1)

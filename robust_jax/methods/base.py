@@ -24,23 +24,32 @@ class Classifier:
 
     model: nn.Module
 
-    def __call__(self, params, model_state, x, *, train: bool, bn: str = "clean"):
-        """Returns (logits, new_model_state); in eval mode the state comes back unchanged."""
+    def __call__(self, params, model_state, x, *, train: bool, bn: str = "clean", rng=None):
+        """Returns (logits, new_model_state); in eval mode the state comes back unchanged.
+        `rng` feeds the 'dropout' stream (dropout, drop-path) of models that have one, in train mode."""
         variables = {"params": params, **model_state}
+        rngs = {"dropout": rng} if (train and rng is not None) else None
         if train and model_state:
-            logits, updates = self.model.apply(variables, x, train=True, bn=bn, mutable=list(model_state))
+            logits, updates = self.model.apply(variables, x, train=True, bn=bn, mutable=list(model_state),
+                                               rngs=rngs)
             return logits, {**model_state, **updates}
-        return self.model.apply(variables, x, train=train, bn=bn), model_state
+        return self.model.apply(variables, x, train=train, bn=bn, rngs=rngs), model_state
 
-    def logits_fn(self, params, model_state, *, train: bool, bn: str = "clean") -> Callable:
+    def logits_fn(self, params, model_state, *, train: bool, bn: str = "clean", rng=None) -> Callable:
         """x -> logits for attacks: parameters are constants (no gradient flows back into them through
         the attack loop) and state updates made in train mode are discarded."""
         params, model_state = jax.lax.stop_gradient((params, model_state))
-        return lambda x: self(params, model_state, x, train=train, bn=bn)[0]
+        return lambda x: self(params, model_state, x, train=train, bn=bn, rng=rng)[0]
 
 
 class Method:
-    """Base of the objectives: holds the model (as a `Classifier`), the method config and the class count."""
+    """Base of the objectives: holds the model (as a `Classifier`), the method config and the class count.
+
+    `frozen`: variables the objective uses but never trains (DAT's VQGAN); None for most methods. When set,
+    the train step passes them to `loss` as a last argument (see `state.make_train_step`).
+    """
+
+    frozen = None
 
     def __init__(self, model, cfg, num_classes: int):
         self.classifier = Classifier(model)

@@ -1,6 +1,7 @@
 """Standard (non-adversarial) training: cross-entropy, with optional label smoothing, mixup, cutmix."""
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 from robust_jax.attacks.losses import cross_entropy
@@ -18,6 +19,7 @@ class Standard(Method):
 
     def loss(self, params, model_state, batch, key, step):
         x, targets = self.targets(batch, key)
-        logits, model_state = self.classifier(params, model_state, x, train=True)
+        # fold_in, not split: the mixing key stays `key`, so runs without dropout are unchanged.
+        logits, model_state = self.classifier(params, model_state, x, train=True, rng=jax.random.fold_in(key, 1))
         loss = jnp.mean(cross_entropy(logits, targets))
         return loss, (model_state, {"loss": loss, "accuracy": accuracy(logits, targets)})
