@@ -38,8 +38,10 @@ def make_schedule(cfg, *, steps_per_epoch: int, total_steps: int):
 def _decay_mask(params, which: str):
     if which == "all":
         return jax.tree.map(lambda _: True, params)
-    if which == "kernels":  # conv/dense kernels only: no BN scales/biases, no biases
-        return jax.tree.map(lambda p: p.ndim > 1, params)
+    if which == "kernels":
+        # Leaves named 'kernel' (conv/dense weights) only: no biases, no norm scales, and no ViT position
+        # embeddings or class token (timm's filter: 1-D parameters and `no_weight_decay()` names).
+        return jax.tree_util.tree_map_with_path(lambda path, _: getattr(path[-1], "key", None) == "kernel", params)
     raise ValueError(f"optim.weight_decay_on must be 'all' or 'kernels', got {which!r}")
 
 

@@ -32,3 +32,13 @@ def test_defaults_keep_warmup_from_zero_and_cosine_to_zero():
 def test_min_lr_above_lr_is_an_error():
     with pytest.raises(ValueError, match="min_lr"):
         optim.make_schedule(_cfg(min_lr=1e-2), steps_per_epoch=10, total_steps=100)
+
+
+def test_weight_decay_on_kernels_skips_biases_norms_and_vit_embeddings():
+    params = {"conv": {"kernel": np.ones((3, 3, 2, 4)), "bias": np.ones(4)}, "norm": {"scale": np.ones(4)},
+              "pos_embed": np.ones((1, 5, 4)), "cls_token": np.ones((1, 1, 4)), "head": {"kernel": np.ones((4, 2))}}
+    mask = optim._decay_mask(params, "kernels")
+    assert mask == {"conv": {"kernel": True, "bias": False}, "norm": {"scale": False}, "pos_embed": False,
+                    "cls_token": False, "head": {"kernel": True}}
+    with pytest.raises(ValueError, match="weight_decay_on"):
+        optim._decay_mask(params, "some")
