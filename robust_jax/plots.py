@@ -61,6 +61,24 @@ def accuracy_vs_eps(points, attack: str, path: str) -> str:
     return save(fig, path)
 
 
+def grouped_bars(rows: dict, labels, path: str, ylabel: str = "accuracy (%)") -> str:
+    """One group of bars per row {row: {label: fraction}}, one bar per label (missing ones left out)."""
+    fig = Figure(figsize=(max(4.5, 0.9 * len(rows) * max(1, len(labels)) / 2 + 1.5), 3.2), dpi=120)
+    ax = fig.subplots()
+    width = 0.8 / len(labels)
+    for i, label in enumerate(labels):
+        values = [100 * rows[k].get(label, np.nan) for k in rows]
+        ax.bar(np.arange(len(rows)) + (i - (len(labels) - 1) / 2) * width, values, width, label=label)
+    ax.set_xticks(np.arange(len(rows)), list(rows), rotation=30 if len(rows) > 4 else 0, ha="right"
+                  if len(rows) > 4 else "center")
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0, 100)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return save(fig, path)
+
+
 def corruption_heatmap(errors, names, severities, path: str, title: str = "corruption error (%)") -> str:
     """Heat-map of top-1 error (%), corruptions (rows) x severities (columns), each cell annotated.
     `errors`: array [len(names), len(severities)] of errors in [0,1]."""
