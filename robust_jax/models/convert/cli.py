@@ -3,7 +3,11 @@
     robust-jax-convert --model resnet18 --num-classes 10 --mean 0,0,0 --std 1,1,1 \
         --input model_test.pt --output resnet18.msgpack
 
-The output holds {'params', 'batch_stats'} only (`variables_io.load_variables` reads it strictly).
+    robust-jax-convert --model vqgan:openimages_f8_16384 --input vqgan_openimages_f8_16384.ckpt \
+        --output vqgan_f8.msgpack
+
+The output holds {'params', 'batch_stats'} only (`variables_io.load_variables` reads it strictly); a VQGAN
+({'params'}) is read with `robust_jax.models.vqgan.load(path, vqgan.get(name))`.
 Input normalisation is not in a torch checkpoint: our models normalise inside with their `mean`/`std`
 fields, so give the values the torch model's data pipeline used, and build the model with the same
 values when loading (the summary prints the line).
@@ -25,6 +29,9 @@ mean/std are NOT stored in PyTorch checkpoints: pass what the original data pipe
   torchvision ImageNet models: --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225
 Dropped on purpose: BatchNorm num_batches_tracked, TRADES WideResNet sub_block1.* (unused);
 a {'state_dict'|'model'|'net': ...} wrapper and a DataParallel 'module.' prefix are removed.
+VQGANs (--model vqgan:NAME, NAME one of robust_jax.models.vqgan.CONFIGS): taming / latent-diffusion /
+easyrobust Lightning checkpoints; the training loss's `loss.*` weights (LPIPS, discriminator) are dropped;
+--num-classes/--mean/--std/--dual-bn do not apply; --model-arg overrides architecture fields.
 Anything else that does not match the model is an error naming the key.
 """
 
@@ -54,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog="robust-jax-convert", description=__doc__.split("\n\n")[0],
                                 epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help=f"registered model name: {', '.join(SUPPORTED_MODELS)}")
+    p.add_argument("--model", required=True,
+                   help=f"registered model name: {', '.join(SUPPORTED_MODELS)}; or vqgan:NAME")
     p.add_argument("--input", required=True, help="PyTorch checkpoint (loaded with weights_only=True)")
     p.add_argument("--output", required=True, help="msgpack variables file to write")
     p.add_argument("--num-classes", type=int, default=10)
@@ -76,6 +84,8 @@ def main(argv=None) -> int:
     logger.setLevel(logging.INFO)
     from robust_jax.models import convert, variables_io
 
+    if args.model.startswith(VQGAN_PREFIX):
+        return _convert_vqgan(args)
     kwargs = {**dict(num_classes=args.num_classes, mean=args.mean, std=args.std, dual_bn=args.dual_bn),
               **dict(args.model_arg)}
     try:
@@ -95,6 +105,29 @@ def main(argv=None) -> int:
     fields = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
     print(f"load with: model = robust_jax.models.get({args.model!r}, {fields})\n"
           f"           variables = variables_io.load_variables({args.output!r}, <model.init(...) output>)")
+    return 0
+
+
+VQGAN_PREFIX = "vqgan:"
+
+
+def _convert_vqgan(args) -> int:
+    import jax
+
+    from robust_jax.models.convert import taming
+
+    name, fields = args.model[len(VQGAN_PREFIX):], dict(args.model_arg)
+    try:
+        variables = taming.convert_taming_file(args.input, name, output=args.output, **fields)
+    except (FileNotFoundError, ImportError, ValueError, TypeError) as e:
+        print(f"robust-jax-convert: error: {e}", file=sys.stderr)
+        return 1
+    n = sum(int(np.size(a)) for a in jax.tree.leaves(variables))
+    print(f"params: {n:,} values\nwrote {args.output} ({os.path.getsize(args.output) / 2**20:.1f} MiB)")
+    extra = "".join(f", {k}={v!r}" for k, v in fields.items())
+    print(f"load with: model = robust_jax.models.vqgan.get({name!r}{extra})\n"
+          f"           variables = robust_jax.models.vqgan.load({args.output!r}, model)\n"
+          f"DAT: --config.method.vqgan.checkpoint={args.output} --config.method.vqgan.name={name}")
     return 0
 
 
