@@ -10,6 +10,7 @@ import functools
 from robust_jax.models.cnn import SmallCNN
 from robust_jax.models.preact_resnet import PreActResNet
 from robust_jax.models.resnet import ResNet
+from robust_jax.models.vit import VisionTransformer
 from robust_jax.models.wideresnet import WideResNet
 
 REGISTRY = {
@@ -22,6 +23,10 @@ REGISTRY = {
     "wrn": WideResNet,  # any depth/widen_factor via kwargs
     "wrn28_10": functools.partial(WideResNet, depth=28, widen_factor=10),
     "wrn34_10": functools.partial(WideResNet, depth=34, widen_factor=10),
+    "vit": VisionTransformer,  # any fields via kwargs
+    "vit_b16": functools.partial(VisionTransformer, patch_size=16, hidden_dim=768, depth=12, num_heads=12),
+    "vit_s16": functools.partial(VisionTransformer, patch_size=16, hidden_dim=384, depth=12, num_heads=6),
+    "vit_ti16": functools.partial(VisionTransformer, patch_size=16, hidden_dim=192, depth=12, num_heads=3),
 }
 
 
