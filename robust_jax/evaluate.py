@@ -49,7 +49,12 @@ def variables_id(config, source: str) -> str:
 
 
 def evaluate(config, workdir: str) -> dict:
-    """Runs the configured suite (and eps curve), resuming from `workdir/eval/`, and writes the report."""
+    """Runs the configured suite (and eps curve), resuming from `workdir/eval/`, and writes the report.
+    VQGAN configs (`method.name == 'vqgan'`) re-write their reconstruction report instead."""
+    if config.method.name == "vqgan":
+        from robust_jax.vqgan_training import evaluate_vqgan
+
+        return evaluate_vqgan(config, workdir)
     parallel.initialize_distributed()
     mesh = parallel.make_mesh()
     run = builders.build_run(config, mesh)

@@ -20,7 +20,12 @@ from robust_jax.metrics_writer import MetricsWriter
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
-    """Trains `config` in `workdir` (resuming if possible); returns the final evaluation report."""
+    """Trains `config` in `workdir` (resuming if possible); returns the final evaluation report.
+    VQGAN configs (`method.name == 'vqgan'`) go to `robust_jax.vqgan_training.train_vqgan`."""
+    if config.method.name == "vqgan":
+        from robust_jax.vqgan_training import train_vqgan
+
+        return train_vqgan(config, workdir)
     parallel.initialize_distributed()
     mesh = parallel.make_mesh()
     run = builders.build_run(config, mesh)

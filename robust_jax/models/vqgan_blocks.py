@@ -143,4 +143,8 @@ class Decoder(nn.Module):
                     h = AttnBlock(name=f"up_{i}_attn_{j}")(h)
             if i != 0:
                 h = Upsample(name=f"up_{i}_upsample")(h)
-        return conv3(self.out_ch, "conv_out")(swish(norm("norm_out")(h)))
+        h = swish(norm("norm_out")(h))
+        # The last conv's input, for taming's adaptive GAN weight (gradient norms at the last layer); kept
+        # only when the caller asks for the 'intermediates' collection.
+        self.sow("intermediates", "conv_out_input", h)
+        return conv3(self.out_ch, "conv_out")(h)

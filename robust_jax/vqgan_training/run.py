@@ -1,0 +1,107 @@
+"""`train_vqgan(config, workdir)` and `evaluate_vqgan(config, workdir)`: VQGAN training runs, for configs
+with `method.name == 'vqgan'` (configs/vqgan_*.py); `train.train_and_evaluate` and `evaluate.evaluate`
+hand such configs over to them, so `main.py` and notebooks use the same entry points as for classifiers.
+
+The loop is the classifiers' (`robust_jax.loop.fit`): resumed from `workdir/checkpoints`, progress bar,
+metrics.jsonl/TensorBoard, non-finite guard. The objective is `objective.VQGANObjective`.
+"""
+from __future__ import annotations
+
+import json
+
+import jax
+
+from robust_jax import data, loop, optim, parallel
+from robust_jax import state as state_lib
+from robust_jax.checkpoint import Checkpoints
+from robust_jax.metrics_writer import MetricsWriter
+from robust_jax.models import vqgan
+from robust_jax.vqgan_training import report as report_lib
+from robust_jax.vqgan_training.objective import VQGANObjective
+
+
+def build_model(config, image_shape) -> vqgan.VQModel:
+    """The configured VQGAN (`vqgan.arch` + `vqgan.arch_kwargs`), with the data's channel count."""
+    v = config.vqgan
+    kwargs = dict(v.get("arch_kwargs", {}))
+    channels = image_shape[-1]
+    kwargs.setdefault("in_channels", channels)
+    kwargs.setdefault("out_ch", channels)
+    model = vqgan.get(v.arch, **kwargs)
+    f = model.downsampling
+    if image_shape[0] % f or image_shape[1] % f:
+        raise ValueError(f"images of {image_shape[:2]} do not tile into the VQGAN's x{f} downsampling")
+    return model
+
+
+def _build(config, mesh):
+    image_shape = data.example_shape(config.data)
+    spe = data.steps_per_epoch(config.data, config.train.batch_size)
+    total = config.train.get("num_steps") or int(round(config.train.epochs * spe))
+    model = build_model(config, image_shape)
+    objective = VQGANObjective(model, config.vqgan)
+    variables = jax.jit(lambda k: objective.init(k, image_shape))(jax.random.key(config.seed))
+    schedule = optim.make_schedule(config.optim, steps_per_epoch=spe, total_steps=total)
+    tx = optim.make_optimizer(config.optim, schedule, variables["params"])
+    state = state_lib.create(variables, tx, ema=bool(config.optim.get("ema_decay", 0.0)))
+    return model, objective, parallel.shard_state(state, mesh), tx, schedule, spe, total
+
+
+def _vqgan_variables(state, config):
+    return {"params": state.eval_variables(config.eval.get("use_ema", True))["params"]["vqgan"]}
+
+
+def _final_report(model, variables, config, mesh, workdir, source):
+    metrics, (images, recs) = report_lib.reconstruction_metrics(model, variables, config, mesh)
+    rep = {"method": "vqgan", "variables": source, "metrics": metrics, "vqgan": report_lib.model_fields(model),
+           "data": {"name": config.data.name, "split": config.eval.get("split") or config.data.eval_split}}
+    if jax.process_index() == 0:
+        report_lib.export(model, variables, workdir)
+        report_lib.write(rep, images, recs, workdir, config.vqgan.get("num_recon_images", 8))
+        print(json.dumps({"final": {k: round(v, 4) for k, v in metrics.items()}}))
+    return rep
+
+
+def train_vqgan(config, workdir: str) -> dict:
+    """Trains the VQGAN of `config` in `workdir` (resuming if possible); writes the files report.py lists."""
+    parallel.initialize_distributed()
+    mesh = parallel.make_mesh()
+    model, objective, state, tx, schedule, spe, total = _build(config, mesh)
+    ckpts = Checkpoints(workdir, keep=config.train.get("keep_checkpoints", 2))
+    state = ckpts.restore_or(state)
+    loop.save_config(config, workdir)
+    writer = MetricsWriter(workdir)
+    step_fn = jax.jit(state_lib.make_train_step(objective, tx, ema_decay=config.optim.get("ema_decay", 0.0)),
+                      donate_argnums=0)
+    batches = data.train_batches(config.data, global_batch_size=config.train.batch_size, mesh=mesh,
+                                 seed=config.seed, start_step=int(state.step))
+
+    def periodic_eval(st):
+        metrics, _ = report_lib.reconstruction_metrics(model, _vqgan_variables(st, config), config, mesh,
+                                                       num_examples=config.train.eval_examples)
+        return {k: v for k, v in metrics.items() if k != "num_examples"}
+
+    state = loop.fit(state, step_fn, batches, key=jax.random.key(config.seed + 1), frozen=None, total_steps=total,
+                     steps_per_epoch=spe, schedule=schedule, ckpts=ckpts, writer=writer,
+                     log_every=config.train.log_every, checkpoint_every=config.train.get("checkpoint_every", 0),
+                     eval_every=config.train.get("eval_every", 0), evaluate=periodic_eval,
+                     shown=("rec_loss", "psnr", "code_usage", "d_loss"))
+    rep = _final_report(model, _vqgan_variables(state, config), config, mesh, workdir,
+                        f"{ckpts.directory} (step {int(state.step)})")
+    writer.write(total, {f"final/{k}": v for k, v in rep["metrics"].items()})
+    writer.close()
+    return rep
+
+
+def evaluate_vqgan(config, workdir: str) -> dict:
+    """Re-writes the reconstruction report (and vqgan.msgpack) from the latest checkpoint in `workdir`."""
+    parallel.initialize_distributed()
+    mesh = parallel.make_mesh()
+    model, _, state, *_ = _build(config, mesh)
+    ckpts = Checkpoints(workdir)
+    if ckpts.latest_step() is None:
+        raise FileNotFoundError(f"no checkpoint in {ckpts.directory}: train the VQGAN first (--mode train)")
+    state = ckpts.restore_weights(state)
+    ckpts.close()
+    return _final_report(model, _vqgan_variables(state, config), config, mesh, workdir,
+                         f"{ckpts.directory} (step {int(state.step)})")

@@ -1,0 +1,141 @@
+"""VQGAN training: the objective's gradient separation and adaptive weight, the PatchGAN against taming's,
+training lowering the reconstruction loss, the files a run leaves and resuming them."""
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import common, vqgan_digits
+from robust_jax import train
+from robust_jax.models import vqgan
+from robust_jax.vqgan_training import VQGANObjective, load_trained
+from robust_jax.vqgan_training.discriminator import PatchDiscriminator
+
+ARCH = dict(ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,), resolution=16, n_embed=16,
+            in_channels=1, out_ch=1)
+
+
+def _objective(**kw):
+    cfg = common.vqgan_training(**{**dict(disc_weight=0.5, disc_layers=2, disc_channels=8, disc_start=0), **kw})
+    obj = VQGANObjective(vqgan.get("openimages_f8_16384", **ARCH), cfg)
+    variables = obj.init(jax.random.key(0), (16, 16, 1))
+    params = variables.pop("params")
+    batch = {"image": jax.random.uniform(jax.random.key(1), (4, 16, 16, 1))}
+    return obj, params, variables, batch
+
+
+def test_gradient_of_the_sum_is_each_groups_own_gradient():
+    obj, params, state, batch = _objective(adaptive_weight=False)
+    grads = jax.grad(lambda p: obj.loss(p, state, batch, jax.random.key(2), 10)[0])(params)
+
+    def generator_loss(p_vq):
+        out = obj.model.apply({"params": p_vq}, batch["image"], train=True)
+        logits, _ = obj._disc(params["disc"], state["batch_stats"]["disc"], out["dec"])
+        return (obj.reconstruction_loss(2 * batch["image"] - 1, out["dec"]) + out["qloss"]
+                - 0.5 * jnp.mean(logits))
+
+    def discriminator_loss(p_d):
+        dec = obj.model.apply({"params": params["vqgan"]}, batch["image"], train=True)["dec"]
+        stats = obj._disc(params["disc"], state["batch_stats"]["disc"], dec)[1]  # the generator pass's stats
+        real, stats = obj._disc(p_d, stats, 2 * batch["image"] - 1)
+        fake, _ = obj._disc(p_d, stats, dec)
+        return obj.disc_loss(real, fake)
+
+    for got, want in ((grads["vqgan"], jax.grad(generator_loss)(params["vqgan"])),
+                      (grads["disc"], jax.grad(discriminator_loss)(params["disc"]))):
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4, atol=1e-7)
+
+
+def test_adaptive_weight_equals_gradient_norms_at_the_last_layer():
+    obj, params, state, batch = _objective()
+    target = 2 * batch["image"] - 1
+    stats = state["batch_stats"]["disc"]
+    path = vqgan.decoder_output_kernel_path()
+
+    def with_kernel(k, fn):
+        p = jax.tree.map(lambda a: a, params["vqgan"])
+        p["decoder"]["conv_out"]["kernel"] = k
+        return fn(obj.model.apply({"params": p}, batch["image"], train=True)["dec"])
+
+    kernel = params["vqgan"][path[0]][path[1]][path[2]]
+    g_nll = jax.grad(with_kernel)(kernel, lambda d: obj.reconstruction_loss(target, d))
+    g_gen = jax.grad(with_kernel)(kernel, lambda d: -jnp.mean(obj._disc(params["disc"], stats, d)[0]))
+    want = np.linalg.norm(g_nll) / (np.linalg.norm(g_gen) + 1e-4)
+    _, (_, metrics) = obj.loss(params, state, batch, jax.random.key(3), 5)
+    np.testing.assert_allclose(float(metrics["d_weight"]), 0.5 * min(want, 1e4), rtol=1e-4)
+    _, (_, before) = obj.loss(params, state, batch, jax.random.key(3), 5)
+    obj_late, *_ = _objective(disc_start=100)
+    _, (_, early) = obj_late.loss(params, state, batch, jax.random.key(3), 5)
+    assert float(early["disc_factor"]) == 0.0 and float(early["d_loss"]) == 0.0 and float(before["disc_factor"]) == 1.0
+
+
+def test_patch_discriminator_matches_taming():
+    torch = pytest.importorskip("torch")
+    tdisc = pytest.importorskip("taming.modules.discriminator.model")
+    t = tdisc.NLayerDiscriminator(input_nc=3, ndf=8, n_layers=3).apply(tdisc.weights_init).train()
+    d = PatchDiscriminator(8, 3)
+    v = d.init(jax.random.key(0), jnp.zeros((2, 32, 32, 3)), train=False)
+    params = {}
+    for name, module in t.main.named_children():
+        if isinstance(module, torch.nn.Conv2d):
+            params[f"main_{name}"] = {"kernel": module.weight.detach().numpy().transpose(2, 3, 1, 0)}
+            if module.bias is not None:
+                params[f"main_{name}"]["bias"] = module.bias.detach().numpy()
+        elif isinstance(module, torch.nn.BatchNorm2d):
+            params[f"main_{name}"] = {"scale": module.weight.detach().numpy(), "bias": module.bias.detach().numpy()}
+    assert jax.tree.structure(params) == jax.tree.structure(v["params"])
+    x = np.random.default_rng(0).uniform(-1, 1, (4, 32, 32, 3)).astype(np.float32)
+    with jax.default_matmul_precision("highest"):
+        ours, _ = d.apply({"params": params, "batch_stats": v["batch_stats"]}, x, train=True, mutable=["batch_stats"])
+    theirs = t(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).detach().numpy().transpose(0, 2, 3, 1)
+    assert ours.shape == theirs.shape == (4, 2, 2, 1)
+    np.testing.assert_allclose(np.asarray(ours), theirs, atol=1e-4)
+    with pytest.raises(ValueError, match="disc_layers"):
+        d.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)), train=False)
+
+
+def test_training_lowers_the_reconstruction_loss_and_leaves_a_loadable_vqgan(tmp_path):
+    config = vqgan_digits.get_config("smoke")
+    with config.unlocked():
+        config.vqgan.disc_weight = 0.0
+        config.train.update(num_steps=30, log_every=10, batch_size=16)
+    workdir = str(tmp_path / "vq")
+    report = train.train_and_evaluate(config, workdir)
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        logged = [json.loads(line) for line in f]
+    rec = [m["rec_loss"] for m in logged if "rec_loss" in m]
+    assert rec[-1] < 0.7 * rec[0]
+    for name in ("vqgan.msgpack", "vqgan_model.json", "reconstructions.png", "report.md", "report.json"):
+        assert os.path.isfile(os.path.join(workdir, name)), name
+    model, variables = load_trained(workdir)
+    assert model.n_embed == 16 and model.in_channels == 1
+    x = jax.random.uniform(jax.random.key(0), (2, 16, 16, 1))
+    assert model.apply(variables, x, method=model.reconstruct).shape == x.shape
+    assert 0 < report["metrics"]["code_usage"] <= 1 and report["metrics"]["psnr"] > 0
+
+
+def test_an_interrupted_run_resumes_and_missing_files_are_explained(tmp_path):
+    config = vqgan_digits.get_config("smoke")
+    with config.unlocked():
+        config.vqgan.disc_weight = 0.0  # the GAN path is covered above and by the smoke test of the config
+    workdir = str(tmp_path / "vq")
+    train.train_and_evaluate(config, workdir)
+    with config.unlocked():
+        config.train.num_steps = 3
+    train.train_and_evaluate(config, workdir)
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        steps = [json.loads(line)["step"] for line in f if "rec_loss" in line]
+    assert steps == [1, 2, 3]  # steps 1-2 from the first run, only step 3 from the resumed one
+    with pytest.raises(FileNotFoundError, match="configs/vqgan_digits.py"):
+        load_trained(str(tmp_path / "nothing"))
+
+
+def test_bad_loss_names_fail():
+    with pytest.raises(ValueError, match="rec_loss"):
+        VQGANObjective(vqgan.get("openimages_f8_16384", **ARCH), common.vqgan_training(rec_loss="l3"))
+    with pytest.raises(ValueError, match="disc_loss"):
+        VQGANObjective(vqgan.get("openimages_f8_16384", **ARCH), common.vqgan_training(disc_loss="wgan"))
