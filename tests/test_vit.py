@@ -197,3 +197,27 @@ def test_converter_names_the_checkpoint_image_size(small):
     tm, _, _ = small
     with pytest.raises(ValueError, match=r"image_size=32.*model has image_size=64"):
         convert_timm_vit(tm.state_dict(), "vit", **{**SMALL, "image_size": 64})
+
+
+def test_cli_converts_a_timm_checkpoint_file(tmp_path):
+    """robust-jax-convert --model vit with a saved DeiT-style {'model': state_dict} file."""
+    torch = pytest.importorskip("torch")
+    vt = pytest.importorskip("timm.models.vision_transformer")
+    from robust_jax.models import variables_io
+    from robust_jax.models.convert import cli
+
+    t = vt.VisionTransformer(img_size=32, patch_size=8, num_classes=10, embed_dim=32, depth=1, num_heads=2).eval()
+    path = tmp_path / "deit.pth"
+    torch.save({"model": t.state_dict(), "epoch": 1}, path)
+    out = tmp_path / "vit.msgpack"
+    args = ["--model", "vit", "--num-classes", "10", "--input", str(path), "--output", str(out)]
+    fields = dict(image_size=32, patch_size=8, hidden_dim=32, depth=1, num_heads=2)
+    assert cli.main(args + [f"--model-arg={k}={v}" for k, v in fields.items()]) == 0
+    model = models.get("vit", num_classes=10, mean=(0, 0, 0), std=(1, 1, 1), **fields)
+    template = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False))
+    variables = variables_io.load_variables(str(out), template)
+    x = np.random.default_rng(0).uniform(size=(2, 32, 32, 3)).astype(np.float32)
+    with torch.no_grad():
+        want = t(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy()
+    np.testing.assert_allclose(np.asarray(model.apply(variables, x, train=False)), want, atol=1e-4)
+    assert cli.main(args + ["--dual-bn"]) == 1

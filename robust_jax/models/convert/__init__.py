@@ -5,11 +5,24 @@
                                            num_classes=10)
 
 or from the shell: `robust-jax-convert --model resnet18 --input model.pt --output model.msgpack`.
-torch is optional: it is imported only when a .pt file is read.
+Families: the ResNets/WideResNets (resnet.py), timm/DeiT ViTs (vit.py), taming VQGANs (taming.py,
+`--model vqgan:NAME`). torch is optional: it is imported only when a .pt file is read.
 """
-from robust_jax.models.convert.resnet import (FAMILIES, convert_state_dict, load_torch_checkpoint,
-                                              unwrap_state_dict)
+from robust_jax.models.convert import resnet
+from robust_jax.models.convert.resnet import FAMILIES, load_torch_checkpoint, unwrap_state_dict
+from robust_jax.models.convert.vit import convert_timm_vit
 
-SUPPORTED_MODELS = tuple(sorted(FAMILIES))
+VIT_MODELS = ("vit", "vit_b16", "vit_s16", "vit_ti16")
+SUPPORTED_MODELS = tuple(sorted(FAMILIES)) + VIT_MODELS
+
+
+def convert_state_dict(state_dict, model_name: str, **model_kwargs):
+    """{'params', ['batch_stats']} for `models.get(model_name, **model_kwargs)` from a torch state_dict."""
+    if model_name in VIT_MODELS:
+        if model_kwargs.pop("dual_bn", False):
+            raise ValueError(f"{model_name} has no BatchNorm: --dual-bn does not apply")
+        return convert_timm_vit(state_dict, model_name, **model_kwargs)
+    return resnet.convert_state_dict(state_dict, model_name, **model_kwargs)
+
 
 __all__ = ["SUPPORTED_MODELS", "convert_state_dict", "load_torch_checkpoint", "unwrap_state_dict"]

@@ -6,7 +6,8 @@
     robust-jax-convert --model vqgan:openimages_f8_16384 --input vqgan_openimages_f8_16384.ckpt \
         --output vqgan_f8.msgpack
 
-The output holds {'params', 'batch_stats'} only (`variables_io.load_variables` reads it strictly); a VQGAN
+The output holds {'params', 'batch_stats'} ({'params'} for ViTs; `variables_io.load_variables` reads it
+strictly); a VQGAN
 ({'params'}) is read with `robust_jax.models.vqgan.load(path, vqgan.get(name))`.
 Input normalisation is not in a torch checkpoint: our models normalise inside with their `mean`/`std`
 fields, so give the values the torch model's data pipeline used, and build the model with the same
@@ -98,7 +99,7 @@ def main(argv=None) -> int:
 
     import jax
 
-    for collection in ("params", "batch_stats"):
+    for collection in [c for c in ("params", "batch_stats") if c in variables]:
         leaves = jax.tree.leaves(variables[collection])
         print(f"{collection}: {len(leaves)} arrays, {sum(int(np.size(a)) for a in leaves):,} values")
     print(f"wrote {args.output} ({os.path.getsize(args.output) / 2**20:.1f} MiB)")
