@@ -1,0 +1,126 @@
+"""Visual words of DAT: images, their VQGAN reconstructions, the adversarial discrete images the classifier
+trains on, and which codebook entries the attack flipped.
+
+    python -m robust_jax.evaluation.visual_words --config configs/digits_dat.py --workdir runs/digits_dat \
+        [--num 8] [--output runs/digits_dat/visual_words.png]
+
+From Python (e.g. a notebook): `visual_words(method, params, model_state, x, y, key)` with a DAT method
+object returns the arrays; `plot(result, path)` draws the grid. The code-change map compares the codes of
+the adversarial input with those of the clean image; `requantised` counts the codes that quantising the
+reconstruction a second time changes with no attack at all (Q is not idempotent), so the two can be told
+apart.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def visual_words(method, params, model_state, x, labels, key) -> dict:
+    """Arrays for `n` images x [n,H,W,C] in [0,1]: 'image', 'reconstruction' Q(x), 'adversarial' (the
+    discrete image DAT trains on), codes of each [n,h,w], 'flipped' (adversarial codes != clean codes),
+    'requantised' (codes of Q(x) != codes of x), and the classifier's predictions on each image row."""
+    frozen = method.frozen
+    vq, vq_vars = method.vqgan, frozen["vqgan"]
+    encode = jax.jit(lambda v: vq.apply(vq_vars, v, method=vq.encode))
+    quantize = jax.jit(method.quantizer(frozen))
+    targets = jax.nn.one_hot(labels, method.num_classes)
+    x_adv = jax.jit(method.attack)(params, model_state, x, targets, key, frozen)
+    adversarial = quantize(x_adv)
+    reconstruction = quantize(x)
+    codes = {k: np.asarray(encode(v)) for k, v in (("image", x), ("reconstruction", reconstruction),
+                                                   ("adversarial", x_adv))}
+    predict = jax.jit(lambda v: jnp.argmax(method.classifier(params, model_state, v, train=False)[0], -1))
+    return {"image": np.asarray(x), "reconstruction": np.asarray(reconstruction),
+            "adversarial": np.asarray(adversarial), "labels": np.asarray(labels),
+            "codes": codes["image"], "adversarial_codes": codes["adversarial"],
+            "flipped": codes["adversarial"] != codes["image"],
+            "requantised": codes["reconstruction"] != codes["image"],
+            "predictions": {k: np.asarray(predict(v)) for k, v in
+                            (("image", x), ("reconstruction", reconstruction), ("adversarial", adversarial))}}
+
+
+def change_map(images, flipped):
+    """The images dimmed to grey with every flipped code's cell tinted red ([n,H,W,3])."""
+    images = np.asarray(images, np.float32)
+    grey = images.mean(-1, keepdims=True) * 0.6 + 0.2
+    n, h, w, _ = images.shape
+    fh, fw = h // flipped.shape[1], w // flipped.shape[2]
+    mask = np.repeat(np.repeat(flipped, fh, axis=1), fw, axis=2)[..., None]
+    red = np.concatenate([np.ones_like(grey), grey * 0.3, grey * 0.3], -1)
+    return np.where(mask, red, np.repeat(grey, 3, -1))
+
+
+def plot(result: dict, path: str, class_names=None) -> str:
+    from robust_jax import plots
+
+    name = (lambda i: class_names[i]) if class_names is not None else str
+    per_image = result["flipped"].reshape(len(result["flipped"]), -1)
+    titles = [f"{name(int(y))}: {int(f.sum())}/{f.size} flipped" for y, f in zip(result["labels"], per_image)]
+    preds = result["predictions"]
+    rows = [result["image"], result["reconstruction"], result["adversarial"],
+            change_map(result["image"], result["flipped"])]
+    labels = ["image", "Q(image)", "adversarial\ndiscrete", "flipped\ncodes (red)"]
+    path = plots.image_grid(rows, labels, path, titles=titles)
+    acc = {k: float(np.mean(v == result["labels"])) for k, v in preds.items()}
+    print(f"codes flipped by the attack: {100 * result['flipped'].mean():.2f}% "
+          f"(by re-quantisation alone: {100 * result['requantised'].mean():.2f}%); accuracy on these images: "
+          + ", ".join(f"{k} {100 * v:.0f}%" for k, v in acc.items()))
+    return path
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m robust_jax.evaluation.visual_words", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", required=True, help="a DAT config file[:arg] (the run's config)")
+    p.add_argument("--workdir", required=True, help="the DAT run's workdir (its latest checkpoint is used)")
+    p.add_argument("--num", type=int, default=8, help="number of evaluation images")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output", default="", help="PNG path (default: WORKDIR/visual_words.png)")
+    args = p.parse_args(argv)
+    from robust_jax import builders, data, evaluate, methods, parallel
+    from robust_jax.evaluation import shift_sets
+
+    config = _load_config(args.config)
+    if config.method.name != "dat":
+        print(f"visual_words: error: {args.config} trains method {config.method.name!r}, not 'dat'", file=sys.stderr)
+        return 2
+    mesh = parallel.make_mesh()
+    run = builders.build_run(config, mesh)
+    try:
+        variables, _ = evaluate.load_eval_variables(config, args.workdir, run)
+    except FileNotFoundError as e:
+        print(f"visual_words: error: {e}", file=sys.stderr)
+        return 1
+    method = methods.get(config.method, run.model, run.num_classes)
+    batches, _ = data.eval_batches(config.data, config.data.eval_split, global_batch_size=args.num, mesh=mesh,
+                                   num_examples=args.num)
+    batch = next(batches)
+    variables = dict(variables)
+    params = variables.pop("params")
+    result = visual_words(method, params, variables, batch["image"], batch["label"], jax.random.key(args.seed))
+    out = plot(result, args.output or os.path.join(args.workdir, "visual_words.png"),
+               class_names=shift_sets.class_names(data.source_for(config.data)))
+    print(f"wrote {out}")
+    return 0
+
+
+def _load_config(spec: str):
+    import importlib.util
+
+    path, _, arg = spec.partition(":")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(path)))
+    if root not in sys.path:
+        sys.path.insert(0, root)  # configs import `configs.common`
+    module_spec = importlib.util.spec_from_file_location("_visual_words_config", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.get_config(arg or None)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
