@@ -194,10 +194,10 @@ def test_converter_reads_a_lightning_checkpoint_file_end_to_end(tmp_path):
     np.testing.assert_allclose(rec, t_rec, atol=2e-5)
 
     extra = {**sd, "encoder.extra.weight": torch.zeros(1)}
-    with pytest.raises(ValueError, match="unexpected key 'encoder.extra.weight'"):
+    with pytest.raises(ValueError, match="unexpected torch key 'encoder.extra.weight'"):
         convert_taming.convert_taming_state_dict({"state_dict": extra}, name, **small)
     missing = {k: v for k, v in sd.items() if k != "decoder.conv_out.bias"}
-    with pytest.raises(ValueError, match="missing key 'decoder.conv_out.bias'"):
+    with pytest.raises(ValueError, match="missing torch key 'decoder.conv_out.bias'"):
         convert_taming.convert_taming_state_dict(missing, name, **small)
     with pytest.raises(ValueError, match="shape mismatch"):
         convert_taming.convert_taming_state_dict(sd, name, **{**small, "n_embed": 32})

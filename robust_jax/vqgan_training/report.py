@@ -86,7 +86,7 @@ def write(report: dict, images, reconstructions, workdir: str, num_images: int) 
                      os.path.join(workdir, "reconstructions.png"))
     chunks.write_json(os.path.join(workdir, "report.json"), report)
     m, arch = report["metrics"], report["vqgan"]
-    lines = [f"# VQGAN reconstruction report", "",
+    lines = ["# VQGAN reconstruction report", "",
              f"Data: {report['data']['name']} / {report['data']['split']} ({m['num_examples']} images)  ",
              f"VQGAN: ch {arch['ch']}, ch_mult {tuple(arch['ch_mult'])}, {arch['n_embed']} codes of dim "
              f"{arch['embed_dim']}, downsampling x{2 ** (len(arch['ch_mult']) - 1)}  ",

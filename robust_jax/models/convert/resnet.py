@@ -161,27 +161,11 @@ def convert_state_dict(state_dict, model_name: str, **model_kwargs):
                  "".join(f", {p}*" for p in family["drop"]))
     sd = {k: v for k, v in sd.items() if k not in dropped}
 
-    out, used, missing, shapes = {}, set(), [], []
-    for path, spec in jax.tree_util.tree_flatten_with_path(template)[0]:
-        path = tuple(str(getattr(p, "key", p)) for p in path)
-        key = torch_key(path, family, model.dual_bn)
-        if key not in sd:
-            missing.append(f"  missing torch key {key!r} (for Flax {'/'.join(path)})")
-            continue
-        used.add(key)
-        value = _to_numpy(sd[key])
-        if value.shape != _torch_layout(spec.shape):
-            shapes.append(f"  shape mismatch for torch key {key!r}: got {tuple(value.shape)}, expected "
-                          f"{_torch_layout(spec.shape)} (Flax {'/'.join(path)} {tuple(spec.shape)})")
-            continue
-        node = out
-        for p in path[:-1]:
-            node = node.setdefault(p, {})
-        node[path[-1]] = _from_torch_layout(value, path[-1]).astype(spec.dtype)
-    unexpected = [f"  unexpected torch key {k!r}" for k in sorted(set(sd) - used)]
-    if missing or unexpected or shapes:
-        raise ValueError("\n".join([f"state_dict does not match {model_name} ({len(sd)} torch keys):"]
-                                   + unexpected + missing + shapes))
+    from robust_jax.models.convert.fill import fill
+
+    out, used = fill(template, sd, torch_key=lambda path: torch_key(path, family, model.dual_bn),
+                     torch_shape=lambda shape, leaf: _torch_layout(shape), from_torch=_from_torch_layout,
+                     what=model_name)
     variables_io.check_same_structure(out, template, what="converted variables")  # a cheap guard
     log.info("converted %d torch tensors into %d Flax arrays for %s", len(used), len(jax.tree.leaves(out)),
              model_name)

@@ -19,12 +19,12 @@ import logging
 import re
 from typing import Union
 
-import jax
 import numpy as np
 
 from robust_jax.models import variables_io
 from robust_jax.models import vqgan as vqgan_lib
-from robust_jax.models.convert.resnet import _to_numpy, load_torch_checkpoint, unwrap_state_dict
+from robust_jax.models.convert.fill import fill
+from robust_jax.models.convert.resnet import load_torch_checkpoint, unwrap_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -65,27 +65,8 @@ def convert_taming_state_dict(checkpoint, model_or_name: Union[str, vqgan_lib.VQ
     if dropped:
         log.info("dropping %d training-loss keys (%s*: LPIPS and discriminator)", len(dropped), LOSS_PREFIX)
     sd = {k: v for k, v in sd.items() if not k.startswith(LOSS_PREFIX)}
-    out, used, missing, shapes = {}, set(), [], []
-    for path, spec in jax.tree_util.tree_flatten_with_path(template)[0]:
-        path = tuple(str(getattr(p, "key", p)) for p in path)
-        key = torch_key(path[1:])
-        if key not in sd:
-            missing.append(f"  missing key {key!r} (for Flax {'/'.join(path)})")
-            continue
-        used.add(key)
-        value = _to_numpy(sd[key])
-        if value.shape != _torch_shape(spec.shape, path[-1]):
-            shapes.append(f"  shape mismatch for {key!r}: got {tuple(value.shape)}, expected "
-                          f"{_torch_shape(spec.shape, path[-1])}")
-            continue
-        node = out
-        for p in path[:-1]:
-            node = node.setdefault(p, {})
-        node[path[-1]] = _from_torch(value, path[-1]).astype(np.float32)
-    unexpected = [f"  unexpected key {k!r}" for k in sorted(set(sd) - used)]
-    if missing or unexpected or shapes:
-        raise ValueError("\n".join([f"state_dict does not match the VQGAN ({len(sd)} keys after dropping loss.*):"]
-                                   + unexpected + missing + shapes))
+    out, used = fill(template, sd, torch_key=lambda path: torch_key(path[1:]), torch_shape=_torch_shape,
+                     from_torch=_from_torch, what="the VQGAN (after dropping loss.*)")
     variables_io.check_same_structure(out, template, what="converted VQGAN variables")
     log.info("converted %d tensors into the VQGAN", len(used))
     return out

@@ -31,6 +31,7 @@ import numpy as np
 from robust_jax import models
 from robust_jax.models import variables_io
 from robust_jax.models import vit as vit_lib
+from robust_jax.models.convert.fill import fill
 from robust_jax.models.convert.resnet import _to_numpy, load_torch_checkpoint, unwrap_state_dict
 
 log = logging.getLogger(__name__)
@@ -104,28 +105,8 @@ def convert_timm_vit(state_dict, model_name: str = "vit_b16", **model_kwargs):
 
     sd = unwrap_state_dict(state_dict)
     _check_pos_embed(sd, model)
-    out, used, missing, shapes = {}, set(), [], []
-    for path, spec in jax.tree_util.tree_flatten_with_path(template["params"])[0]:
-        path = tuple(str(getattr(p, "key", p)) for p in path)
-        key = torch_key(path)
-        if key not in sd:
-            missing.append(f"  missing torch key {key!r} (for Flax params/{'/'.join(path)})")
-            continue
-        used.add(key)
-        value = _to_numpy(sd[key])
-        want = _torch_shape(spec.shape, path[-1])
-        if tuple(value.shape) != want:
-            shapes.append(f"  shape mismatch for torch key {key!r}: got {tuple(value.shape)}, expected {want} "
-                          f"(Flax params/{'/'.join(path)} {tuple(spec.shape)})")
-            continue
-        node = out
-        for p in path[:-1]:
-            node = node.setdefault(p, {})
-        node[path[-1]] = _from_torch(value, path[-1]).astype(spec.dtype)
-    unexpected = [f"  unexpected torch key {k!r}" for k in sorted(set(sd) - used)]
-    if missing or unexpected or shapes:
-        raise ValueError("\n".join([f"state_dict does not match {model_name} ({len(sd)} torch keys):"]
-                                   + unexpected + missing + shapes))
+    out, used = fill(template["params"], sd, torch_key=torch_key, torch_shape=_torch_shape, from_torch=_from_torch,
+                     what=model_name)
     out = {"params": out}
     variables_io.check_same_structure(out, template, what="converted variables")
     log.info("converted %d torch tensors into %d Flax arrays for %s", len(used), len(jax.tree.leaves(out)),
