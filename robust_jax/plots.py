@@ -63,7 +63,7 @@ def accuracy_vs_eps(points, attack: str, path: str) -> str:
 
 def grouped_bars(rows: dict, labels, path: str, ylabel: str = "accuracy (%)") -> str:
     """One group of bars per row {row: {label: fraction}}, one bar per label (missing ones left out)."""
-    fig = Figure(figsize=(max(4.5, 0.9 * len(rows) * max(1, len(labels)) / 2 + 1.5), 3.2), dpi=120)
+    fig = Figure(figsize=(max(4.5, 0.6 * len(rows) * max(1, len(labels)) / 2 + 1.5), 3.4), dpi=120)
     ax = fig.subplots()
     width = 0.8 / len(labels)
     for i, label in enumerate(labels):

@@ -28,7 +28,7 @@ def test_command_line_on_a_smoke_dat_run(tmp_path, capsys):
                               workdir, "--num", "4", "--output", out]) == 0
     assert os.path.getsize(out) > 1000
     printed = capsys.readouterr().out
-    assert "codes flipped by the attack" in printed and "by re-quantisation alone" in printed
+    assert "codes flipped by the attack" in printed and "adversarial vs Q(image)" in printed
     assert visual_words.main(["--config", os.path.join(root, "configs", "digits_dat.py:smoke,standard"),
                               "--workdir", workdir]) == 2  # not a DAT config
 

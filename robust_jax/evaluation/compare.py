@@ -38,7 +38,8 @@ def _pct(v) -> str:
 
 
 def comparison(reports: dict) -> tuple:
-    """(markdown lines, {row: {run: accuracy}}) for reports {label: report}."""
+    """(markdown lines, {row: {run: accuracy}}) for reports {label: report}; the rows are the overall
+    accuracies followed by each corruption's (mean over severities) when the runs evaluated corruptions."""
     labels = list(reports)
     rows = {}
     for label, rep in reports.items():
@@ -62,6 +63,8 @@ def comparison(reports: dict) -> tuple:
                   "| corruption | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
         for c in names:
             lines.append(f"| {c} | " + " | ".join(_pct((per_corruption[lb] or {}).get(c)) for lb in labels) + " |")
+    for c in names:  # the plot shows each corruption after the overall numbers
+        rows[c] = {lb: per_corruption[lb][c] for lb in labels if per_corruption[lb] and c in per_corruption[lb]}
     return lines, rows
 
 

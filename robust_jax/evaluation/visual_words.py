@@ -24,7 +24,8 @@ import numpy as np
 def visual_words(method, params, model_state, x, labels, key) -> dict:
     """Arrays for `n` images x [n,H,W,C] in [0,1]: 'image', 'reconstruction' Q(x), 'adversarial' (the
     discrete image DAT trains on), codes of each [n,h,w], 'flipped' (adversarial codes != clean codes),
-    'requantised' (codes of Q(x) != codes of x), and the classifier's predictions on each image row."""
+    'requantised' (codes of Q(x) != codes of x), 'attack_flipped' (adversarial codes != codes of Q(x)), and
+    the classifier's predictions on each image row."""
     frozen = method.frozen
     vq, vq_vars = method.vqgan, frozen["vqgan"]
     encode = jax.jit(lambda v: vq.apply(vq_vars, v, method=vq.encode))
@@ -41,6 +42,7 @@ def visual_words(method, params, model_state, x, labels, key) -> dict:
             "codes": codes["image"], "adversarial_codes": codes["adversarial"],
             "flipped": codes["adversarial"] != codes["image"],
             "requantised": codes["reconstruction"] != codes["image"],
+            "attack_flipped": codes["adversarial"] != codes["reconstruction"],
             "predictions": {k: np.asarray(predict(v)) for k, v in
                             (("image", x), ("reconstruction", reconstruction), ("adversarial", adversarial))}}
 
@@ -68,8 +70,9 @@ def plot(result: dict, path: str, class_names=None) -> str:
     labels = ["image", "Q(image)", "adversarial\ndiscrete", "flipped\ncodes (red)"]
     path = plots.image_grid(rows, labels, path, titles=titles)
     acc = {k: float(np.mean(v == result["labels"])) for k, v in preds.items()}
-    print(f"codes flipped by the attack: {100 * result['flipped'].mean():.2f}% "
-          f"(by re-quantisation alone: {100 * result['requantised'].mean():.2f}%); accuracy on these images: "
+    print(f"codes flipped by the attack: {100 * result['flipped'].mean():.2f}% of the clean image's "
+          f"(by re-quantisation alone: {100 * result['requantised'].mean():.2f}%; adversarial vs Q(image): "
+          f"{100 * result['attack_flipped'].mean():.2f}%); accuracy on these images: "
           + ", ".join(f"{k} {100 * v:.0f}%" for k, v in acc.items()))
     return path
 
