@@ -43,6 +43,7 @@ EXTRAS = {
         # parity too); taming's Encoder/Decoder/VectorQuantizer2 modules.
         "easyrobust==0.2.4",
         "taming-transformers-rom1504==0.0.6",
+        "lpips==0.1.4",  # LPIPS-VGG reference (its lin weights ship in the package) for the VQGAN perceptual loss
         "pyautoattack==0.2.0",
         # imagecorruptions 1.1.2 no longer runs on current numpy/scikit-image; the maintained fork keeps
         # the module name `imagecorruptions` (pulls numba, opencv-python, scikit-image).

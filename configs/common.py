@@ -71,11 +71,13 @@ def vqgan_training(**kw):
     arch: a robust_jax.models.vqgan.CONFIGS name, arch_kwargs: its fields overridden (in_channels/out_ch
     default to the data's). Loss (taming's, no LPIPS): rec_loss 'l1'|'l2' + codebook_weight * qloss; the
     PatchGAN term is on when disc_weight > 0, from step disc_start, with taming's adaptive weight unless
-    adaptive_weight=False; disc_loss 'hinge'|'vanilla'; disc_layers/disc_channels: taming's n_layers/ndf."""
+    adaptive_weight=False; disc_loss 'hinge'|'vanilla'; disc_layers/disc_channels: taming's n_layers/ndf;
+    perceptual_weight > 0 adds LPIPS-VGG (taming: 1.0) with weights from lpips_weights (a converted msgpack)."""
     v = ml_collections.ConfigDict(dict(arch="openimages_f8_16384", arch_kwargs=ml_collections.ConfigDict(),
                                        rec_loss="l1", codebook_weight=1.0, disc_weight=0.0, disc_start=0,
                                        disc_factor=1.0, disc_loss="hinge", adaptive_weight=True, disc_layers=3,
-                                       disc_channels=64, num_recon_images=8))
+                                       disc_channels=64, num_recon_images=8, perceptual_weight=0.0,
+                                       lpips_weights=""))
     v.update(kw)
     return v
 

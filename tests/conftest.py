@@ -7,6 +7,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:  # `configs` is a top-level package of the repository, not of the install
     sys.path.insert(0, ROOT)
 
+# torchvision 0.29.1 (timm, lpips and easyrobust's PGD import it) crashes the process with a segmentation
+# fault when it is imported AFTER TensorFlow 2.21 (robust_jax.data imports tf); imported first, both work.
+# So the parity references' torchvision is loaded before any test module can import TensorFlow.
+try:
+    import torch  # noqa: F401,E402
+    import torchvision  # noqa: F401,E402
+except ImportError:  # the parity extra is not installed: those tests skip
+    pass
+
 import jax  # noqa: E402
 
 # Many tests compile the same small programs (smoke configs); a persistent cache shared by the test

@@ -2,6 +2,7 @@
 training lowering the reconstruction loss, the files a run leaves and resuming them."""
 import json
 import os
+import re
 
 import jax
 import jax.numpy as jnp
@@ -139,3 +140,62 @@ def test_bad_loss_names_fail():
         VQGANObjective(vqgan.get("openimages_f8_16384", **ARCH), common.vqgan_training(rec_loss="l3"))
     with pytest.raises(ValueError, match="disc_loss"):
         VQGANObjective(vqgan.get("openimages_f8_16384", **ARCH), common.vqgan_training(disc_loss="wgan"))
+
+
+@pytest.fixture(scope="module")
+def lpips_reference_and_file(tmp_path_factory):
+    """lpips 0.1.4's LPIPS-VGG with a random VGG-16 (no download) and its shipped lin weights, saved as torch
+    files the way a user would have them (torchvision-style features.* + the package's lin weights)."""
+    torch = pytest.importorskip("torch")
+    lp = pytest.importorskip("lpips")
+    torch.manual_seed(0)
+    ref = lp.LPIPS(net="vgg", pretrained=True, pnet_rand=True, verbose=False).eval()
+    d = tmp_path_factory.mktemp("lpips")
+    features = {re.sub(r"^net\.slice\d\.", "features.", k): v for k, v in ref.state_dict().items()
+                if k.startswith("net.")}
+    lins = {k: v for k, v in ref.state_dict().items() if k.startswith("lin")}
+    torch.save(features, d / "vgg16.pth")
+    torch.save(lins, d / "lin.pth")
+    from robust_jax.vqgan_training import lpips
+
+    out = str(d / "lpips.msgpack")
+    lpips.convert_files([str(d / "vgg16.pth"), str(d / "lin.pth")], out)
+    return ref, out
+
+
+def test_lpips_matches_the_lpips_package(lpips_reference_and_file):
+    import torch
+
+    from robust_jax.vqgan_training import lpips
+
+    ref, path = lpips_reference_and_file
+    variables = lpips.load(path)
+    rng = np.random.default_rng(0)
+    x0 = rng.uniform(-1, 1, (3, 32, 32, 3)).astype(np.float32)
+    x1 = np.clip(x0 + rng.normal(0, 0.3, x0.shape), -1, 1).astype(np.float32)
+    with jax.default_matmul_precision("highest"):
+        ours = np.asarray(lpips.LPIPS().apply(variables, x0, x1))
+    with torch.no_grad():
+        theirs = ref(*(torch.from_numpy(a.transpose(0, 3, 1, 2).copy()) for a in (x0, x1))).numpy().ravel()
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4)
+    assert float(ours.min()) > 0
+    direct = lpips.convert_state_dict(ref.state_dict())  # an lpips.LPIPS state_dict as is
+    np.testing.assert_allclose(np.asarray(lpips.LPIPS().apply(direct, x0, x1)), ours, rtol=1e-5)
+
+
+def test_perceptual_term_enters_the_loss_through_frozen_variables(lpips_reference_and_file):
+    from robust_jax.vqgan_training import lpips
+
+    _, path = lpips_reference_and_file
+    arch = {**ARCH, "in_channels": 3, "out_ch": 3}
+    cfg = common.vqgan_training(perceptual_weight=1.0, lpips_weights=path)
+    obj = VQGANObjective(vqgan.get("openimages_f8_16384", **arch), cfg)
+    variables = obj.init(jax.random.key(0), (16, 16, 3))
+    x = jax.random.uniform(jax.random.key(1), (2, 16, 16, 3))
+    loss, (_, m) = obj.loss(variables["params"], {}, {"image": x}, jax.random.key(2), 0, obj.frozen)
+    dec = obj.model.apply({"params": variables["params"]["vqgan"]}, x)["dec"]
+    p = float(jnp.mean(lpips.LPIPS().apply(obj.frozen["lpips"], 2 * x - 1, dec)))
+    pixel = float(jnp.mean(jnp.abs(2 * x - 1 - dec)))
+    np.testing.assert_allclose(float(m["rec_loss"]), pixel + p, rtol=1e-4)
+    with pytest.raises(ValueError, match="lpips_weights"):
+        VQGANObjective(obj.model, common.vqgan_training(perceptual_weight=1.0))

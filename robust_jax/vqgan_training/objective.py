@@ -12,13 +12,16 @@ terms see the discriminator's parameters through stop_gradient and the discrimin
 reconstructions through stop_gradient, so the gradient of the SUM w.r.t. each group is that group's own
 gradient (tests/test_vqgan_training.py checks it). Difference from taming, documented: both groups update
 at the same step from the same parameters, where Lightning alternates the generator and discriminator
-steps. taming's perceptual (LPIPS) term is not offered: its VGG weights cannot be obtained here.
+steps. The perceptual term (`perceptual_weight` > 0: + weight * LPIPS(x, dec) in the reconstruction loss,
+as taming) needs LPIPS-VGG weights converted from files (`vqgan.lpips_weights`, see lpips.py); they reach
+the step as frozen variables.
 """
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 
+from robust_jax.vqgan_training import lpips
 from robust_jax.vqgan_training.discriminator import PatchDiscriminator
 
 REC_LOSSES = ("l1", "l2")
@@ -49,8 +52,6 @@ def last_layer_grad(h, kernel, cotangent):
 class VQGANObjective:
     """`loss(params, model_state, batch, key, step)` for `state.make_train_step`; `init` builds the variables."""
 
-    frozen = None
-
     def __init__(self, model, cfg):
         if cfg.rec_loss not in REC_LOSSES:
             raise ValueError(f"vqgan.rec_loss must be one of {REC_LOSSES}, got {cfg.rec_loss!r}")
@@ -58,6 +59,13 @@ class VQGANObjective:
             raise ValueError(f"vqgan.disc_loss must be one of {DISC_LOSSES}, got {cfg.disc_loss!r}")
         self.model, self.cfg = model, cfg
         self.disc = PatchDiscriminator(cfg.disc_channels, cfg.disc_layers) if cfg.disc_weight > 0 else None
+        self.frozen = None
+        if cfg.get("perceptual_weight", 0.0) > 0:
+            if not cfg.get("lpips_weights"):
+                raise ValueError("vqgan.perceptual_weight > 0 needs vqgan.lpips_weights: a msgpack converted with "
+                                 "robust_jax.vqgan_training.lpips.convert_files (VGG-16 + lpips lin weights)")
+            self.lpips = lpips.LPIPS()
+            self.frozen = {"lpips": lpips.load(cfg.lpips_weights)}
 
     def init(self, key, image_shape):
         """{'params': {'vqgan', ['disc']}, ['batch_stats': {'disc'}]}."""
@@ -70,18 +78,22 @@ class VQGANObjective:
             variables["batch_stats"] = {"disc": d["batch_stats"]}
         return variables
 
-    def reconstruction_loss(self, target, dec):
+    def reconstruction_loss(self, target, dec, frozen=None):
+        """Pixel loss (+ perceptual_weight * LPIPS when configured), both means over the batch."""
         diff = target - dec
-        return jnp.mean(jnp.abs(diff) if self.cfg.rec_loss == "l1" else jnp.square(diff))
+        loss = jnp.mean(jnp.abs(diff) if self.cfg.rec_loss == "l1" else jnp.square(diff))
+        if frozen is not None:
+            loss = loss + self.cfg.perceptual_weight * jnp.mean(self.lpips.apply(frozen["lpips"], target, dec))
+        return loss
 
     def _disc(self, params, stats, x):
         logits, new = self.disc.apply({"params": params, "batch_stats": stats}, x, train=True,
                                       mutable=["batch_stats"])
         return logits, new["batch_stats"]
 
-    def adaptive_weight(self, target, dec, h, kernel, disc_params, stats):
+    def adaptive_weight(self, target, dec, h, kernel, disc_params, stats, frozen=None):
         """taming's calculate_adaptive_weight, gradients at the last decoder layer, detached."""
-        g_nll = last_layer_grad(h, kernel, jax.grad(lambda d: self.reconstruction_loss(target, d))(dec))
+        g_nll = last_layer_grad(h, kernel, jax.grad(lambda d: self.reconstruction_loss(target, d, frozen))(dec))
         g_gen = last_layer_grad(h, kernel, jax.grad(lambda d: -jnp.mean(self._disc(disc_params, stats, d)[0]))(dec))
         w = jnp.linalg.norm(g_nll) / (jnp.linalg.norm(g_gen) + 1e-4)
         return jax.lax.stop_gradient(jnp.clip(w, 0.0, 1e4))
@@ -91,14 +103,14 @@ class VQGANObjective:
             return 0.5 * (jnp.mean(jax.nn.relu(1.0 - logits_real)) + jnp.mean(jax.nn.relu(1.0 + logits_fake)))
         return 0.5 * (jnp.mean(jax.nn.softplus(-logits_real)) + jnp.mean(jax.nn.softplus(logits_fake)))
 
-    def loss(self, params, model_state, batch, key, step):
+    def loss(self, params, model_state, batch, key, step, frozen=None):
         cfg = self.cfg
         x = batch["image"]
         target = 2.0 * x - 1.0
         out, inter = self.model.apply({"params": params["vqgan"]}, x, train=True, mutable=["intermediates"],
                                       rngs={"dropout": key})
         dec = out["dec"]
-        nll = self.reconstruction_loss(target, dec)
+        nll = self.reconstruction_loss(target, dec, frozen)
         loss = nll + cfg.codebook_weight * out["qloss"]
         usage, perplexity = code_statistics(out["indices"], self.model.n_embed)
         metrics = {"rec_loss": nll, "qloss": out["qloss"], "psnr": psnr(x, dec), "code_usage": usage,
@@ -114,7 +126,7 @@ class VQGANObjective:
         if cfg.adaptive_weight:
             h = inter["intermediates"]["decoder"]["conv_out_input"][0]
             kernel = params["vqgan"]["decoder"]["conv_out"]["kernel"]
-            weight = weight * self.adaptive_weight(target, dec, h, kernel, frozen_disc, stats)
+            weight = weight * self.adaptive_weight(target, dec, h, kernel, frozen_disc, stats, frozen)
         loss = loss + factor * weight * g_loss
         logits_real, stats = self._disc(params["disc"], stats, target)
         logits_fake_d, stats = self._disc(params["disc"], stats, jax.lax.stop_gradient(dec))

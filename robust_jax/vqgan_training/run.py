@@ -81,7 +81,8 @@ def train_vqgan(config, workdir: str) -> dict:
                                                        num_examples=config.train.eval_examples)
         return {k: v for k, v in metrics.items() if k != "num_examples"}
 
-    state = loop.fit(state, step_fn, batches, key=jax.random.key(config.seed + 1), frozen=None, total_steps=total,
+    frozen = parallel.replicate(objective.frozen, mesh)
+    state = loop.fit(state, step_fn, batches, key=jax.random.key(config.seed + 1), frozen=frozen, total_steps=total,
                      steps_per_epoch=spe, schedule=schedule, ckpts=ckpts, writer=writer,
                      log_every=config.train.log_every, checkpoint_every=config.train.get("checkpoint_every", 0),
                      eval_every=config.train.get("eval_every", 0), evaluate=periodic_eval,
