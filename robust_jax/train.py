@@ -40,7 +40,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
     frozen = parallel.replicate(method.frozen, mesh)
     key = jax.random.key(config.seed + 1)
     batches = data.train_batches(config.data, global_batch_size=config.train.batch_size, mesh=mesh,
-                                 seed=config.seed, start_step=start)
+                                 seed=config.seed, start_step=start,
+                                 normalization=(config.model.mean, config.model.std))
     use_ema = config.eval.get("use_ema", True)
 
     def periodic_eval(st):

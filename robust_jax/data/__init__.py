@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from robust_jax import parallel
-from robust_jax.data import augment
+from robust_jax.data import augment, randaugment
 from robust_jax.data.sources import get_source
 
 
@@ -46,11 +46,30 @@ def steps_per_epoch(cfg, global_batch_size: int) -> int:
     return steps
 
 
-def train_batches(cfg, *, global_batch_size: int, mesh, seed: int, start_step: int = 0) -> Iterator[dict]:
+def _extra_augmentations(cfg, normalization):
+    """(RandAugment policy dict or None, random-erasing kwargs or None) from `data.randaugment` and
+    `data.random_erasing`; erasing draws its noise in the model's normalised space, so it needs
+    `normalization` = (mean, std) of the model."""
+    policy = randaugment.parse_policy(cfg.randaugment) if cfg.get("randaugment") else None
+    prob = cfg.get("random_erasing", 0.0)
+    if not 0.0 <= prob <= 1.0:
+        raise ValueError(f"data.random_erasing is a probability, got {prob}")
+    erasing = None
+    if prob > 0:
+        if normalization is None:
+            raise ValueError("data.random_erasing > 0 needs the model's mean/std (train_batches(normalization=...))")
+        erasing = dict(prob=prob, mean=tuple(normalization[0]), std=tuple(normalization[1]))
+    return policy, erasing
+
+
+def train_batches(cfg, *, global_batch_size: int, mesh, seed: int, start_step: int = 0,
+                  normalization=None) -> Iterator[dict]:
     """Infinite stream of training batches. Epoch e is shuffled with seed (seed, e) and example i of it
     (on process p of P) augmented with seed (seed, (e * P + p) * n + i): the stream from `start_step`
-    equals the tail of the stream from 0, which is what lets an interrupted run resume to the same result."""
+    equals the tail of the stream from 0, which is what lets an interrupted run resume to the same result.
+    `normalization`: the model's (mean, std), needed by random erasing."""
     src = source_for(cfg)
+    policy, erasing = _extra_augmentations(cfg, normalization)
     index, count = _process_shard()
     split = src.split(cfg.train_split, (index, count), drop_remainder=True)
     local_bs = parallel.local_batch_size(global_batch_size)
@@ -71,7 +90,8 @@ def train_batches(cfg, *, global_batch_size: int, mesh, seed: int, start_step: i
             ex = decode(ex)
             s = tf.stack([tf.constant(seed, tf.int64), (tf.cast(epoch, tf.int64) * count + index) * n + i])
             image = augment.train_preprocess(ex["image"], s, kind=cfg.train_augment, size=size,
-                                             padding=cfg.get("crop_padding", 4))
+                                             padding=cfg.get("crop_padding", 4), randaugment=policy,
+                                             erasing=erasing)
             return {"image": image, "label": ex["label"]}
 
         ds = ds.map(prep, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

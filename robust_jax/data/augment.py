@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from robust_jax.data import random_erasing
+from robust_jax.data import randaugment as randaugment_lib
+
 TRAIN = ("none", "flip", "crop", "crop_flip", "inception_crop")
 EVAL = ("none", "resize", "center_crop", "resize_center_crop")
 
@@ -48,8 +51,11 @@ def _center_crop(image, size):
     return image[top:top + size, left:left + size]
 
 
-def train_preprocess(image, seed, *, kind: str, size: int, padding: int = 4):
-    """One training example; `seed` is a [2] int tensor unique to (run seed, epoch, position)."""
+def train_preprocess(image, seed, *, kind: str, size: int, padding: int = 4, randaugment=None, erasing=None):
+    """One training example; `seed` is a [2] int tensor unique to (run seed, epoch, position).
+    After the crop/flip of `kind`, as timm orders them: `randaugment` (a `randaugment.parse_policy` dict)
+    and `erasing` (dict(prob, mean, std) of `random_erasing.erase`), each with its own seed derived by
+    fold-in, so runs without them keep their exact streams."""
     if kind not in TRAIN:
         raise ValueError(f"unknown train augmentation {kind!r}; known: {TRAIN}")
     image = to_float(image)
@@ -60,7 +66,12 @@ def train_preprocess(image, seed, *, kind: str, size: int, padding: int = 4):
         image = _pad_crop(image, s_crop, padding)
     if kind in ("flip", "crop_flip", "inception_crop"):
         image = tf.image.stateless_random_flip_left_right(image, s_flip)
-    return tf.clip_by_value(image, 0.0, 1.0)
+    image = tf.clip_by_value(image, 0.0, 1.0)
+    if randaugment:
+        image = randaugment_lib.rand_augment(image, tf.random.experimental.stateless_fold_in(seed, 1), randaugment)
+    if erasing:
+        image = random_erasing.erase(image, tf.random.experimental.stateless_fold_in(seed, 2), **erasing)
+    return image
 
 
 def eval_preprocess(image, *, kind: str, size: int):
