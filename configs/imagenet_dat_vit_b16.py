@@ -14,7 +14,8 @@ batch), label smoothing 0.1, random erasing 0.25, mixed precision (bfloat16 comp
 the ImageNet mean/std applied inside the model. DAT: one-step L2 attack, eps = step = 0.1, random start with
 probability 0.8, model in train mode, through the OpenImages f8 VQGAN (16384 codes, 28x28 codes at 224 px).
 Differences, documented: the lr schedule moves every step (timm: every epoch); bfloat16 instead of float16
-AMP. Published (easyrobust README, ViT-B/16 DAT): ImageNet 81.46%, V2 70.83%, C mCE 44.65 (lower is
+AMP; RandAugment's rotate/shear/translate resample bilinearly (DeiT: bicubic; docs/augmentation.md); random
+erasing noise is clipped to [0,1]. Published (easyrobust README, ViT-B/16 DAT): ImageNet 81.46%, V2 70.83%, C mCE 44.65 (lower is
 better), R 47.34%, A 30.15%, Sketch 34.77%, Stylized 23.13%. Not run here (no accelerator, no ImageNet).
 """
 from configs import common
