@@ -153,7 +153,7 @@ def test_library_imports_and_converts_without_torch():
             "m = get('preact_resnet18')\n"
             "t = convert.resnet.expected_variables(m)\n"
             "sd = {convert.resnet.torch_key(tuple(str(p.key) for p in path), convert.resnet.FAMILIES['preact_resnet18'],"
-            " False): np.zeros(convert.resnet._torch_layout(s.shape), np.float32)"
+            " False): np.zeros(convert.fill.torch_shape(s.shape, 'kernel'), np.float32)"
             " for path, s in jax.tree_util.tree_flatten_with_path(t)[0]}\n"
             "convert.convert_state_dict(sd, 'preact_resnet18')\n"
             "try:\n    convert.load_torch_checkpoint('setup.py')\n"

@@ -93,10 +93,7 @@ def convert_state_dict(state_dict) -> dict:
         sd[f"features.{m.group(1)}.{m.group(2)}" if m else key] = value
     # torchvision's classifier head is not part of LPIPS (a whole vgg16 state_dict may be given).
     sd = {k: v for k, v in sd.items() if not k.startswith("classifier.")}
-    params, _ = fill(_template()["params"], sd, torch_key=_torch_key,
-                     torch_shape=lambda s, leaf: (s[3], s[2], s[0], s[1]) if len(s) == 4 else s,
-                     from_torch=lambda a, leaf: a.transpose(2, 3, 1, 0) if a.ndim == 4 else a,
-                     what="LPIPS (VGG-16 features + lin layers)")
+    params, _ = fill(_template()["params"], sd, torch_key=_torch_key, what="LPIPS (VGG-16 features + lin layers)")
     return {"params": params}
 
 

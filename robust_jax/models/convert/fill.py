@@ -9,7 +9,26 @@ import numpy as np
 from robust_jax.models.convert.resnet import _to_numpy
 
 
-def fill(template, sd: dict, *, torch_key: Callable, torch_shape: Callable, from_torch: Callable, what: str):
+def torch_shape(shape, leaf: str):
+    """The shape torch stores a Flax leaf in: conv kernels HWIO -> OIHW, dense kernels (I,O) -> (O,I)."""
+    if leaf == "kernel" and len(shape) == 4:
+        return (shape[3], shape[2], shape[0], shape[1])
+    if leaf == "kernel" and len(shape) == 2:
+        return (shape[1], shape[0])
+    return tuple(shape)
+
+
+def from_torch(value: np.ndarray, leaf: str) -> np.ndarray:
+    """A torch tensor (as numpy) in Flax's layout: the inverse of `torch_shape`."""
+    if leaf == "kernel" and value.ndim == 4:
+        return np.ascontiguousarray(value.transpose(2, 3, 1, 0))
+    if leaf == "kernel" and value.ndim == 2:
+        return np.ascontiguousarray(value.T)
+    return value
+
+
+def fill(template, sd: dict, *, torch_key: Callable, what: str, torch_shape: Callable = torch_shape,
+         from_torch: Callable = from_torch):
     """{path: array} tree shaped like `template` (ShapeDtypeStructs) with every leaf read from `sd`.
 
     `torch_key(path)` names the torch tensor of a Flax leaf path (a tuple of strings), `torch_shape(shape,

@@ -125,19 +125,6 @@ def torch_key(path, family: dict, dual_bn: bool) -> str:
     return ".".join([family["renames"].get(m, m) for m in modules] + [_LEAVES[collection, leaf]])
 
 
-def _torch_layout(shape):
-    """Flax kernel shape -> the shape torch stores it in."""
-    return {4: lambda s: (s[3], s[2], s[0], s[1]), 2: lambda s: (s[1], s[0])}.get(len(shape), tuple)(shape)
-
-
-def _from_torch_layout(a: np.ndarray, leaf: str) -> np.ndarray:
-    if leaf == "kernel" and a.ndim == 4:
-        return np.ascontiguousarray(a.transpose(2, 3, 1, 0))
-    if leaf == "kernel" and a.ndim == 2:
-        return np.ascontiguousarray(a.T)
-    return a
-
-
 def convert_state_dict(state_dict, model_name: str, **model_kwargs):
     """Converts a torch state_dict (or a wrapping checkpoint) for `models.get(model_name, **model_kwargs)`.
 
@@ -163,9 +150,7 @@ def convert_state_dict(state_dict, model_name: str, **model_kwargs):
 
     from robust_jax.models.convert.fill import fill
 
-    out, used = fill(template, sd, torch_key=lambda path: torch_key(path, family, model.dual_bn),
-                     torch_shape=lambda shape, leaf: _torch_layout(shape), from_torch=_from_torch_layout,
-                     what=model_name)
+    out, used = fill(template, sd, torch_key=lambda path: torch_key(path, family, model.dual_bn), what=model_name)
     variables_io.check_same_structure(out, template, what="converted variables")  # a cheap guard
     log.info("converted %d torch tensors into %d Flax arrays for %s", len(used), len(jax.tree.leaves(out)),
              model_name)

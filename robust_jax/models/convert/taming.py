@@ -19,7 +19,6 @@ import logging
 import re
 from typing import Union
 
-import numpy as np
 
 from robust_jax.models import variables_io
 from robust_jax.models import vqgan as vqgan_lib
@@ -46,14 +45,6 @@ def torch_key(path) -> str:
     return ".".join(parts + [_LEAVES[leaf]])
 
 
-def _from_torch(value: np.ndarray, leaf: str) -> np.ndarray:
-    return np.ascontiguousarray(value.transpose(2, 3, 1, 0)) if (leaf == "kernel" and value.ndim == 4) else value
-
-
-def _torch_shape(shape, leaf: str):
-    return (shape[3], shape[2], shape[0], shape[1]) if (leaf == "kernel" and len(shape) == 4) else tuple(shape)
-
-
 def convert_taming_state_dict(checkpoint, model_or_name: Union[str, vqgan_lib.VQModel], **overrides):
     """{'params': numpy tree} for the VQGAN `model_or_name` (a CONFIGS name + field overrides, or a model)
     from a taming-style state_dict or Lightning checkpoint. Raises ValueError naming every unexpected key,
@@ -65,8 +56,7 @@ def convert_taming_state_dict(checkpoint, model_or_name: Union[str, vqgan_lib.VQ
     if dropped:
         log.info("dropping %d training-loss keys (%s*: LPIPS and discriminator)", len(dropped), LOSS_PREFIX)
     sd = {k: v for k, v in sd.items() if not k.startswith(LOSS_PREFIX)}
-    out, used = fill(template, sd, torch_key=lambda path: torch_key(path[1:]), torch_shape=_torch_shape,
-                     from_torch=_from_torch, what="the VQGAN (after dropping loss.*)")
+    out, used = fill(template, sd, torch_key=lambda path: torch_key(path[1:]), what="the VQGAN (after dropping loss.*)")
     variables_io.check_same_structure(out, template, what="converted VQGAN variables")
     log.info("converted %d tensors into the VQGAN", len(used))
     return out

@@ -26,7 +26,6 @@ import re
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from robust_jax import models
 from robust_jax.models import variables_io
@@ -51,22 +50,6 @@ def torch_key(path) -> str:
     if leaf not in _LEAVES:
         raise ValueError(f"no torch equivalent for Flax leaf {'/'.join(path)}")
     return ".".join(parts + [_LEAVES[leaf]])
-
-
-def _torch_shape(shape, leaf: str):
-    if leaf == "kernel" and len(shape) == 4:
-        return (shape[3], shape[2], shape[0], shape[1])
-    if leaf == "kernel" and len(shape) == 2:
-        return (shape[1], shape[0])
-    return tuple(shape)
-
-
-def _from_torch(value: np.ndarray, leaf: str) -> np.ndarray:
-    if leaf == "kernel" and value.ndim == 4:
-        return np.ascontiguousarray(value.transpose(2, 3, 1, 0))
-    if leaf == "kernel" and value.ndim == 2:
-        return np.ascontiguousarray(value.T)
-    return value
 
 
 def _check_pos_embed(sd, model) -> None:
@@ -105,7 +88,7 @@ def convert_timm_vit(state_dict, model_name: str = "vit_b16", **model_kwargs):
 
     sd = unwrap_state_dict(state_dict)
     _check_pos_embed(sd, model)
-    out, used = fill(template["params"], sd, torch_key=torch_key, torch_shape=_torch_shape, from_torch=_from_torch,
+    out, used = fill(template["params"], sd, torch_key=torch_key,
                      what=model_name)
     out = {"params": out}
     variables_io.check_same_structure(out, template, what="converted variables")
