@@ -66,6 +66,15 @@ def base():
     return c
 
 
+def imagenet(c, **data):
+    """ImageNet-1k from TFDS at 224 px (inception crop + flip; resize 256 + center crop 224 for evaluation),
+    the model normalising with the ImageNet mean/std; `data` overrides data fields."""
+    c.data.update(dict(name="imagenet2012", train_split="train", eval_split="validation", num_classes=1000,
+                       image_size=224, train_augment="inception_crop", eval_preprocess="resize_center_crop",
+                       shuffle_buffer=50_000, cache=False), **data)
+    c.model.update(mean=IMAGENET_MEAN, std=IMAGENET_STD)
+
+
 def vqgan_training(**kw):
     """The `config.vqgan` block of VQGAN training runs (configs/vqgan_*.py; method.name = 'vqgan').
     arch: a robust_jax.models.vqgan.CONFIGS name, arch_kwargs: its fields overridden (in_channels/out_ch

@@ -21,10 +21,8 @@ from configs import common
 def get_config(arg=None):
     args = set((arg or "").split(","))
     c = common.base()
-    c.data.update(name="imagenet2012", train_split="train", eval_split="validation", num_classes=1000,
-                  image_size=224, train_augment="inception_crop", eval_preprocess="resize_center_crop",
-                  shuffle_buffer=50_000, cache=False)
-    c.model.update(name="resnet50", mean=common.IMAGENET_MEAN, std=common.IMAGENET_STD)
+    common.imagenet(c)
+    c.model.name = "resnet50"
     c.method.update(name="dat", label_smoothing=0.1)
     c.method.attack = common.attack(norm="l2", eps=0.1, step_size=0.1, steps=1, random_start="none",
                                     train_mode=True)

@@ -24,11 +24,8 @@ from configs import common
 def get_config(arg=None):
     args = set((arg or "").split(","))
     c = common.base()
-    c.data.update(name="imagenet2012", train_split="train", eval_split="validation", num_classes=1000,
-                  image_size=224, train_augment="inception_crop", eval_preprocess="resize_center_crop",
-                  shuffle_buffer=50_000, cache=False, randaugment="rand-m9-mstd0.5-inc1", random_erasing=0.25)
-    c.model.update(name="vit_b16", mean=common.IMAGENET_MEAN, std=common.IMAGENET_STD, dtype="bfloat16",
-                   kwargs={"drop_path_rate": 0.25})
+    common.imagenet(c, randaugment="rand-m9-mstd0.5-inc1", random_erasing=0.25)
+    c.model.update(name="vit_b16", dtype="bfloat16", kwargs={"drop_path_rate": 0.25})
     c.method.update(name="dat", label_smoothing=0.1, mixup_alpha=0.8, cutmix_alpha=1.0)
     c.method.attack = common.attack(norm="l2", eps=0.1, step_size=0.1, steps=1, random_start="none",
                                     train_mode=True)
@@ -45,7 +42,7 @@ def get_config(arg=None):
                      model_kwargs={"image_size": 32, "patch_size": 8, "hidden_dim": 32, "depth": 2, "num_heads": 2,
                                    "drop_path_rate": 0.25})
         c.model.update(name="vit", dtype="float32")
-        c.data.update(image_size=32, eval_split="test", randaugment="", random_erasing=0.0)
+        c.data.update(image_size=32, eval_split="test")  # RandAugment and random erasing stay on
         c.optim.warmup_epochs = 0.0
         c.method.vqgan.update(checkpoint="random-init", name="openimages_f8_16384",
                               kwargs=dict(ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(16,),

@@ -16,10 +16,8 @@ from configs import common
 def get_config(arg=None):
     args = set((arg or "").split(","))
     c = common.base()
-    c.data.update(name="imagenet2012", train_split="train", eval_split="validation", num_classes=1000,
-                  image_size=224, train_augment="inception_crop", eval_preprocess="resize_center_crop",
-                  shuffle_buffer=50_000, cache=False)
-    c.model.update(name="resnet50", mean=common.IMAGENET_MEAN, std=common.IMAGENET_STD)
+    common.imagenet(c)
+    c.model.name = "resnet50"
     c.method.name = "pgd_at"
     eps = 4 / 255
     c.method.attack = common.attack(eps=eps, step_size=2.5 * eps / 3, steps=3, random_start="uniform", train_mode=False)

@@ -198,8 +198,9 @@ def apply_op(name: str, image255, level, sign):
 
 def rand_augment(image, seed, policy: dict):
     """One training image in [0,1] (H, W, 3) -> RandAugment'ed image in [0,1], deterministic in `seed`."""
-    if image.shape[-1] != 3:
+    if image.shape[-1] is not None and image.shape[-1] != 3:
         raise ValueError(f"RandAugment needs RGB images (3 channels), got {image.shape[-1]}: unset data.randaugment")
+    image = tf.ensure_shape(image, [None, None, 3])  # the ops unstack channels: make the 3 static
     ops = INCREASING_OPS if policy["increasing"] else ORIGINAL_OPS
     x = tf.round(image * 255.0)
     seeds = tf.random.experimental.stateless_split(seed, policy["num_ops"])
