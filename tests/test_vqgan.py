@@ -205,3 +205,35 @@ def test_converter_reads_a_lightning_checkpoint_file_end_to_end(tmp_path):
         vqgan.load(str(out), vqgan.get(name, **{**small, "n_embed": 32}))
     assert cli.main(["--model", f"vqgan:{name}", "--input", str(tmp_path / "none.ckpt"), "--output",
                      str(out)] + args) == 1
+
+
+@pytest.mark.slow
+def test_full_size_f8_lightning_checkpoint_converts_end_to_end(tmp_path):
+    """DAT's VQGAN at full size (67.7M parameters): a random-weights Lightning-style file with `loss.*` keys
+    through robust-jax-convert, loaded strictly, same codes and reconstructions as easyrobust's model."""
+    torch = pytest.importorskip("torch")
+    er = pytest.importorskip("easyrobust.third_party.vqgan")
+    from robust_jax.models.convert import cli
+
+    name = "openimages_f8_16384"
+    fields = vqgan.CONFIGS[name]
+    torch.manual_seed(0)
+    tmodel = er.VQModel(_ddconfig(fields), n_embed=fields["n_embed"], embed_dim=fields["embed_dim"]).eval()
+    sd = dict(tmodel.state_dict())
+    sd["loss.discriminator.main.0.weight"] = torch.zeros(64, 3, 4, 4)
+    sd["loss.perceptual_loss.net.slice1.0.weight"] = torch.zeros(64, 3, 3, 3)
+    ckpt, out = tmp_path / "vqgan_openimages_f8_16384.ckpt", tmp_path / "vqgan_f8.msgpack"
+    torch.save({"state_dict": sd, "epoch": 9, "global_step": 1000}, ckpt)
+    assert cli.main(["--model", f"vqgan:{name}", "--input", str(ckpt), "--output", str(out)]) == 0
+    model = vqgan.get(name)
+    variables = vqgan.load(str(out), model)
+    assert sum(int(np.size(a)) for a in jax.tree.leaves(variables)) == FULL_PARAMS[name]
+    x = _images(2, 32, seed=4)
+    with jax.default_matmul_precision("highest"):
+        codes = np.asarray(model.apply(variables, jnp.asarray(x), method=model.encode))
+        rec = np.asarray(model.apply(variables, jnp.asarray(x), method=model.reconstruct))
+    with torch.no_grad():
+        t_rec = er.reconstruct_with_vqgan(_nchw(x), tmodel).numpy().transpose(0, 2, 3, 1)
+        t_codes = _torch_indices(tmodel, _nchw(x), fields["embed_dim"])
+    np.testing.assert_array_equal(codes.ravel(), t_codes)
+    np.testing.assert_allclose(rec, t_rec, atol=1e-4)
