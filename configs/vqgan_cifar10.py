@@ -31,7 +31,7 @@ def get_config(arg=None):
     if "smoke" in args:
         c.data.update(name="fake:32x32x3:10")
         c.vqgan.arch_kwargs.update(ch=32, num_res_blocks=1, n_embed=16)
-        c.vqgan.update(disc_channels=8, disc_start=1)
+        c.vqgan.update(disc_weight=0.0)  # the reconstruction path only: vqgan_digits' smoke runs the PatchGAN
         c.train.update(batch_size=8, epochs=0, num_steps=2, log_every=1, checkpoint_every=0)
         c.eval.update(batch_size=8, num_examples=16)
     return common.lock(c)

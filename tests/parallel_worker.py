@@ -189,13 +189,13 @@ def mode_reference(out, workdir):
     assert jax.process_count() == 1
     real_stream, real_shard = data.train_batches, data._process_shard
 
-    def two_process_stream(cfg, *, global_batch_size, mesh, seed, start_step=0):
+    def two_process_stream(cfg, *, global_batch_size, mesh, seed, start_step=0, **kwargs):
         streams, firsts = [], []
         for p in range(2):  # the generator reads its shard at its first `next`
             data._process_shard = lambda p=p: (p, 2)
             try:
                 s = real_stream(cfg, global_batch_size=global_batch_size // 2, mesh=mesh, seed=seed,
-                                start_step=start_step)
+                                start_step=start_step, **kwargs)
                 firsts.append(next(s))
             finally:
                 data._process_shard = real_shard
