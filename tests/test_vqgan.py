@@ -53,23 +53,32 @@ def _nchw(x):
     return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
 
 
+def _assert_matches_easyrobust(model, variables, tmodel, x, *, atol):
+    """Our codes equal easyrobust's (taming's distance, first minimum) and our Q(x) is within `atol` of its
+    reconstruct_with_vqgan; returns our reconstructions."""
+    import torch
+    from easyrobust.third_party.vqgan import reconstruct_with_vqgan
+
+    with jax.default_matmul_precision("highest"):
+        rec = np.asarray(model.apply(variables, jnp.asarray(x), method=model.reconstruct))
+        codes = np.asarray(model.apply(variables, jnp.asarray(x), method=model.encode))
+    with torch.no_grad():
+        t_rec = reconstruct_with_vqgan(_nchw(x), tmodel).numpy().transpose(0, 2, 3, 1)
+        t_codes = _torch_indices(tmodel, _nchw(x), model.embed_dim)
+    np.testing.assert_array_equal(codes.ravel(), t_codes)
+    np.testing.assert_allclose(rec, t_rec, atol=atol)
+    return rec
+
+
 @pytest.mark.parametrize("name", sorted(SMALL))
 def test_matches_easyrobust_vqmodel(name):
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     er = pytest.importorskip("easyrobust.third_party.vqgan")
     fields = {**vqgan.CONFIGS[name], **SMALL[name]}
     tmodel = _perturb(er.VQModel(_ddconfig(fields), n_embed=fields["n_embed"], embed_dim=fields["embed_dim"]), 0)
     variables = convert_taming.convert_taming_state_dict(tmodel.state_dict(), name, **SMALL[name])
     model = vqgan.get(name, **SMALL[name])
-    x = _images(3, 32)
-    with jax.default_matmul_precision("highest"):
-        rec = np.asarray(model.apply(variables, jnp.asarray(x), method=model.reconstruct))
-        idx = np.asarray(model.apply(variables, jnp.asarray(x), method=model.encode))
-    with torch.no_grad():
-        t_rec = er.reconstruct_with_vqgan(_nchw(x), tmodel).numpy().transpose(0, 2, 3, 1)
-        t_idx = _torch_indices(tmodel, _nchw(x), fields["embed_dim"])
-    np.testing.assert_array_equal(idx.ravel(), t_idx)
-    np.testing.assert_allclose(rec, t_rec, atol=2e-5)
+    rec = _assert_matches_easyrobust(model, variables, tmodel, _images(3, 32), atol=2e-5)
     assert 0.05 < rec.std(), "the reconstructions must not be trivially constant"
 
 
@@ -186,12 +195,7 @@ def test_converter_reads_a_lightning_checkpoint_file_end_to_end(tmp_path):
     assert cli.main(["--model", f"vqgan:{name}", "--input", str(ckpt), "--output", str(out)] + args) == 0
     model = vqgan.get(name, **small)
     variables = vqgan.load(str(out), model)
-    x = _images(2, 16, seed=3)
-    with jax.default_matmul_precision("highest"):
-        rec = np.asarray(model.apply(variables, jnp.asarray(x), method=model.reconstruct))
-    with torch.no_grad():
-        t_rec = er.reconstruct_with_vqgan(_nchw(x), tmodel).numpy().transpose(0, 2, 3, 1)
-    np.testing.assert_allclose(rec, t_rec, atol=2e-5)
+    _assert_matches_easyrobust(model, variables, tmodel, _images(2, 16, seed=3), atol=2e-5)
 
     extra = {**sd, "encoder.extra.weight": torch.zeros(1)}
     with pytest.raises(ValueError, match="unexpected torch key 'encoder.extra.weight'"):
@@ -228,12 +232,4 @@ def test_full_size_f8_lightning_checkpoint_converts_end_to_end(tmp_path):
     model = vqgan.get(name)
     variables = vqgan.load(str(out), model)
     assert sum(int(np.size(a)) for a in jax.tree.leaves(variables)) == FULL_PARAMS[name]
-    x = _images(2, 32, seed=4)
-    with jax.default_matmul_precision("highest"):
-        codes = np.asarray(model.apply(variables, jnp.asarray(x), method=model.encode))
-        rec = np.asarray(model.apply(variables, jnp.asarray(x), method=model.reconstruct))
-    with torch.no_grad():
-        t_rec = er.reconstruct_with_vqgan(_nchw(x), tmodel).numpy().transpose(0, 2, 3, 1)
-        t_codes = _torch_indices(tmodel, _nchw(x), fields["embed_dim"])
-    np.testing.assert_array_equal(codes.ravel(), t_codes)
-    np.testing.assert_allclose(rec, t_rec, atol=1e-4)
+    _assert_matches_easyrobust(model, variables, tmodel, _images(2, 32, seed=4), atol=1e-4)

@@ -13,6 +13,7 @@ apart.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 
@@ -26,17 +27,18 @@ def visual_words(method, params, model_state, x, labels, key) -> dict:
     discrete image DAT trains on), codes of each [n,h,w], 'flipped' (adversarial codes != clean codes),
     'requantised' (codes of Q(x) != codes of x), 'attack_flipped' (adversarial codes != codes of Q(x)), and
     the classifier's predictions on each image row."""
-    frozen = method.frozen
-    vq, vq_vars = method.vqgan, frozen["vqgan"]
-    encode = jax.jit(lambda v: vq.apply(vq_vars, v, method=vq.encode))
-    quantize = jax.jit(method.quantizer(frozen))
+    # Variables are arguments of the compiled functions, never closed over (they would become constants).
+    frozen, vq = method.frozen, method.vqgan
+    encode = functools.partial(jax.jit(lambda f, v: vq.apply(f["vqgan"], v, method=vq.encode)), frozen)
+    quantize = functools.partial(jax.jit(lambda f, v: method.quantizer(f)(v)), frozen)
     targets = jax.nn.one_hot(labels, method.num_classes)
     x_adv = jax.jit(method.attack)(params, model_state, x, targets, key, frozen)
     adversarial = quantize(x_adv)
     reconstruction = quantize(x)
     codes = {k: np.asarray(encode(v)) for k, v in (("image", x), ("reconstruction", reconstruction),
                                                    ("adversarial", x_adv))}
-    predict = jax.jit(lambda v: jnp.argmax(method.classifier(params, model_state, v, train=False)[0], -1))
+    classify = jax.jit(lambda p, s, v: jnp.argmax(method.classifier(p, s, v, train=False)[0], -1))
+    predict = functools.partial(classify, params, model_state)
     return {"image": np.asarray(x), "reconstruction": np.asarray(reconstruction),
             "adversarial": np.asarray(adversarial), "labels": np.asarray(labels),
             "codes": codes["image"], "adversarial_codes": codes["adversarial"],

@@ -35,11 +35,11 @@ class Classifier:
             return logits, {**model_state, **updates}
         return self.model.apply(variables, x, train=train, bn=bn, rngs=rngs), model_state
 
-    def logits_fn(self, params, model_state, *, train: bool, bn: str = "clean", rng=None) -> Callable:
+    def logits_fn(self, params, model_state, *, train: bool, bn: str = "clean") -> Callable:
         """x -> logits for attacks: parameters are constants (no gradient flows back into them through
         the attack loop) and state updates made in train mode are discarded."""
         params, model_state = jax.lax.stop_gradient((params, model_state))
-        return lambda x: self(params, model_state, x, train=train, bn=bn, rng=rng)[0]
+        return lambda x: self(params, model_state, x, train=train, bn=bn)[0]
 
 
 class Method:

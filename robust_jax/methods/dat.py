@@ -65,9 +65,7 @@ def _random_vqgan(cfg):
     model = vqgan_lib.get(cfg.name, **dict(cfg.get("kwargs", {})))
     warnings.warn(f"DAT runs with an untrained, randomly initialised VQGAN ({cfg.name}); use it for smoke tests "
                   "only", stacklevel=2)
-    size = 2 ** len(model.ch_mult)  # parameters do not depend on the spatial size; keep init cheap
-    x = jnp.zeros((1, size, size, model.in_channels), jnp.float32)
-    return model, jax.jit(model.init)(jax.random.key(0), x)
+    return model, jax.jit(model.init)(jax.random.key(0), vqgan_lib.init_input(model))
 
 
 class DAT(Standard):

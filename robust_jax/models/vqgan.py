@@ -162,11 +162,15 @@ def reconstructor(model: VQModel, variables) -> Callable:
     return lambda x: jax.lax.stop_gradient(model.apply(variables, x, method=VQModel.reconstruct))
 
 
-def init_template(model: VQModel):
-    """Shapes of the model's variables (no compute): the spatial size does not change the parameters."""
+def init_input(model: VQModel):
+    """The smallest input that builds every variable: parameters do not depend on the spatial size."""
     size = 2 * model.downsampling
-    x = jax.ShapeDtypeStruct((1, size, size, model.in_channels), jnp.float32)
-    return jax.eval_shape(model.init, jax.random.key(0), x)
+    return jnp.zeros((1, size, size, model.in_channels), jnp.float32)
+
+
+def init_template(model: VQModel):
+    """Shapes of the model's variables (no compute)."""
+    return jax.eval_shape(model.init, jax.random.key(0), init_input(model))
 
 
 def load(path: str, model: VQModel):

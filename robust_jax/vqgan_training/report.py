@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 
@@ -47,6 +48,18 @@ def load_trained(workdir: str):
     return model, vqgan.load(paths[1], model)
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _batch_stats(model, variables, batch):
+    """Sums over the real examples of a batch (L1, PSNR, count), its codes and reconstructions. Compiled once
+    per model: the variables are an argument (not closed-over constants), so periodic evaluations reuse it."""
+    out = model.apply(variables, batch["image"])
+    rec = (jnp.clip(out["dec"], -1, 1) + 1) / 2
+    m = batch["mask"].astype(jnp.float32)
+    err = jnp.mean(jnp.abs(rec - batch["image"]), axis=(1, 2, 3))
+    mse = jnp.mean(jnp.square(rec - batch["image"]), axis=(1, 2, 3))
+    return jnp.sum(err * m), jnp.sum(10 * jnp.log10(1 / jnp.maximum(mse, 1e-12)) * m), jnp.sum(m), out["indices"], rec
+
+
 def reconstruction_metrics(model, variables, config, mesh, num_examples=None):
     """Means over the evaluation split: L1 on [0,1], PSNR, codebook usage and perplexity; plus the first
     images and their reconstructions."""
@@ -55,19 +68,10 @@ def reconstruction_metrics(model, variables, config, mesh, num_examples=None):
     batches, num_batches = data.eval_batches(config.data, cfg.get("split") or config.data.eval_split,
                                              global_batch_size=cfg.batch_size, mesh=mesh, num_examples=n)
 
-    @jax.jit
-    def stats(batch):
-        out = model.apply(variables, batch["image"])
-        rec = (jnp.clip(out["dec"], -1, 1) + 1) / 2
-        m = batch["mask"].astype(jnp.float32)
-        err = jnp.mean(jnp.abs(rec - batch["image"]), axis=(1, 2, 3))
-        mse = jnp.mean(jnp.square(rec - batch["image"]), axis=(1, 2, 3))
-        return jnp.sum(err * m), jnp.sum(10 * jnp.log10(1 / jnp.maximum(mse, 1e-12)) * m), jnp.sum(m), out["indices"], rec
-
     totals, codes, first = np.zeros(3), [], None
     for _ in range(num_batches):
         batch = next(batches)
-        l1, ps, count, idx, rec = jax.device_get(stats(batch))
+        l1, ps, count, idx, rec = jax.device_get(_batch_stats(model, variables, batch))
         totals += (l1, ps, count)
         mask = np.asarray(batch["mask"]) > 0
         codes.append(np.asarray(idx)[mask])
