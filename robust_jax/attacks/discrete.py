@@ -19,14 +19,11 @@ from typing import Callable, Optional
 import jax
 import jax.numpy as jnp
 
+from robust_jax.attacks.pgd import per_example_norm as _l2
 from robust_jax.checks import check_images
 
 STEP_EPS = 1e-10  # the reference's constants, kept so the step matches it to the last bit
 PROJECT_EPS = 1e-7
-
-
-def _l2(v):
-    return jnp.sqrt(jnp.sum(jnp.square(v), axis=tuple(range(1, v.ndim)), keepdims=True))
 
 
 def sphere_start(key, center, *, eps: float, start_prob: float):

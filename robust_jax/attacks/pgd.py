@@ -25,7 +25,8 @@ NORMS = ("linf", "l2")
 _TINY = 1e-12
 
 
-def _per_example_norm(v):
+def per_example_norm(v):
+    """L2 norm of each example (over all but the batch axis), shaped to broadcast against `v`."""
     return jnp.sqrt(jnp.sum(jnp.square(v), axis=tuple(range(1, v.ndim)), keepdims=True))
 
 
@@ -35,7 +36,7 @@ def project(x_adv, x, *, norm: str, eps: float):
     if norm == "linf":
         delta = jnp.clip(delta, -eps, eps)
     else:
-        delta = delta * jnp.minimum(1.0, eps / (_per_example_norm(delta) + _TINY))
+        delta = delta * jnp.minimum(1.0, eps / (per_example_norm(delta) + _TINY))
     return jnp.clip(x + delta, 0.0, 1.0)
 
 
@@ -43,7 +44,7 @@ def ascent_step(grad, *, norm: str, step_size: float):
     """Steepest ascent direction of the given norm, scaled by `step_size`."""
     if norm == "linf":
         return step_size * jnp.sign(grad)
-    return step_size * grad / (_per_example_norm(grad) + _TINY)
+    return step_size * grad / (per_example_norm(grad) + _TINY)
 
 
 def random_init(key, x, *, norm: str, eps: float, mode: Union[bool, str], init_std: float = 1e-3):
@@ -62,7 +63,7 @@ def random_init(key, x, *, norm: str, eps: float, mode: Union[bool, str], init_s
     else:
         k1, k2 = jax.random.split(key)
         direction = jax.random.normal(k1, x.shape, x.dtype)
-        direction = direction / (_per_example_norm(direction) + _TINY)
+        direction = direction / (per_example_norm(direction) + _TINY)
         d = x[0].size
         radius = eps * jax.random.uniform(k2, (x.shape[0],) + (1,) * (x.ndim - 1), x.dtype) ** (1.0 / d)
         delta = direction * radius
