@@ -32,12 +32,16 @@ class Checkpoints:
                 f"checkpoint {self.directory}/{step} does not match the configured model/optimizer "
                 f"(was the workdir used with another config?): {e}") from e
 
+    def restore_raw(self, step=None) -> dict:
+        """The saved state at `step` (default latest) as nested dicts of arrays, without a template."""
+        return self.manager.restore(self.latest_step() if step is None else step, args=ocp.args.StandardRestore())
+
     def restore_weights(self, template):
         """The latest state's step, params, model_state and EMA (not the optimiser state), so evaluation
         works whatever optimiser the workdir was trained with. Strict: every key and shape must match
         `template`'s, and mismatches are reported by name. Returns `template` with those replaced."""
         step = self.latest_step()
-        raw = self.manager.restore(step, args=ocp.args.StandardRestore())
+        raw = self.restore_raw(step)
         parts = {}
         for name in ("params", "model_state", "ema_params"):
             want = getattr(template, name)

@@ -23,14 +23,15 @@ def save_variables(path: str, variables) -> None:
 MAX_LISTED = 12  # per kind of mismatch, so a wrong model gives a readable message
 
 
-def _flat(tree):
+def flat(tree) -> dict:
+    """{'a/b/leaf': array} of a nested tree (dicts or flax state dicts)."""
     return {"/".join(str(getattr(k, "key", k)) for k in path): leaf
             for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
 def check_same_structure(loaded, template, *, what: str) -> None:
     """Raises ValueError naming every missing/unexpected key and shape mismatch between two trees."""
-    got, want = _flat(loaded), _flat(template)
+    got, want = flat(loaded), flat(template)
     missing = sorted(set(want) - set(got))
     unexpected = sorted(set(got) - set(want))
     shapes = [f"{k}: {tuple(np.shape(got[k]))} != expected {tuple(np.shape(want[k]))}"
@@ -44,12 +45,17 @@ def check_same_structure(loaded, template, *, what: str) -> None:
         raise ValueError("\n".join(lines))
 
 
-def load_variables(path: str, template):
-    """Reads `path` and returns it with the structure of `template` (e.g. `model.init(...)` output)."""
+def read_variables(path: str) -> dict:
+    """The nested dict of arrays stored in `path`, as saved (no model needed)."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"no variables file at {path!r}")
     with open(path, "rb") as f:
-        state = flax.serialization.msgpack_restore(f.read())
+        return flax.serialization.msgpack_restore(f.read())
+
+
+def load_variables(path: str, template):
+    """Reads `path` and returns it with the structure of `template` (e.g. `model.init(...)` output)."""
+    state = read_variables(path)
     template_state = flax.serialization.to_state_dict(template)
     check_same_structure(state, template_state, what=f"variables file {path!r}")
     return flax.serialization.from_state_dict(template, state)
