@@ -8,9 +8,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from robust_jax import data, models, optim, parallel
+from robust_jax import data, methods, models, optim, parallel
 from robust_jax import state as state_lib
-from robust_jax.models import variables_io
+from robust_jax.models import init_source
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -65,11 +65,12 @@ def check_bn_groups(config) -> None:
 
 
 def init_variables(model, config, key, image_shape):
-    """Random initialisation, or the variables file `config.model.init_from` (strict)."""
+    """Random initialisation, or `config.model.init_from` (a variables file or a training workdir; strict,
+    single BN expanded to dual BN: `models.init_source`)."""
     x = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
     init = lambda k: model.init(k, x, train=False)
     if config.model.get("init_from"):
-        return variables_io.load_variables(config.model.init_from, jax.eval_shape(init, key))
+        return init_source.load(config.model.init_from, jax.eval_shape(init, key))
     return jax.jit(init)(key)
 
 
@@ -96,6 +97,7 @@ def build_run(config, mesh) -> Run:
     model = build_model(config, num_classes)
     variables = init_variables(model, config, jax.random.key(config.seed), image_shape)
     schedule = optim.make_schedule(config.optim, steps_per_epoch=spe, total_steps=total)
-    tx = optim.make_optimizer(config.optim, schedule, variables["params"])
+    trainable = methods.trainable_mask(config.method, model, variables, image_shape)
+    tx = optim.make_optimizer(config.optim, schedule, variables["params"], trainable=trainable)
     state = state_lib.create(variables, tx, ema=bool(config.optim.get("ema_decay", 0.0)))
     return Run(model, tx, schedule, parallel.shard_state(state, mesh), num_classes, image_shape, spe, total)

@@ -45,12 +45,27 @@ def _decay_mask(params, which: str):
     raise ValueError(f"optim.weight_decay_on must be 'all' or 'kernels', got {which!r}")
 
 
-def make_optimizer(cfg, schedule, params) -> optax.GradientTransformation:
-    """SGD (momentum, nesterov) or AdamW, with optional global-norm gradient clipping."""
+def make_optimizer(cfg, schedule, params, trainable=None) -> optax.GradientTransformation:
+    """SGD (momentum, nesterov) or AdamW, with optional global-norm gradient clipping. `trainable`: None, or
+    a bool tree like `params`; parameters marked False get a zero update (no decay, no optimiser state)."""
+    tx = _optimizer(cfg, schedule, params)
+    if trainable is None:
+        return tx
+    if not any(jax.tree.leaves(trainable)):
+        raise ValueError("the method marks no parameter as trainable")
+    labels = jax.tree.map(lambda t: "train" if t else "frozen", trainable)
+    return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
+
+
+def _optimizer(cfg, schedule, params) -> optax.GradientTransformation:
     parts = []
     if cfg.get("grad_clip", 0.0):
         parts.append(optax.clip_by_global_norm(cfg.grad_clip))
-    mask = _decay_mask(params, cfg.get("weight_decay_on", "all"))
+    which = cfg.get("weight_decay_on", "all")
+    _decay_mask(params, which)  # validates `which` now, not at the first update
+    # A callable mask is evaluated on the parameters optax sees (inside `make_optimizer`'s multi_transform,
+    # frozen leaves are masked out of the tree).
+    mask = lambda p: _decay_mask(p, which)  # noqa: E731
     if cfg.name == "sgd":
         if cfg.weight_decay:
             parts.append(optax.add_decayed_weights(cfg.weight_decay, mask))

@@ -24,16 +24,17 @@ class Classifier:
 
     model: nn.Module
 
-    def __call__(self, params, model_state, x, *, train: bool, bn: str = "clean", rng=None):
+    def __call__(self, params, model_state, x, *, train: bool, bn: str = "clean", rng=None, method=None, **kwargs):
         """Returns (logits, new_model_state); in eval mode the state comes back unchanged.
-        `rng` feeds the 'dropout' stream (dropout, drop-path) of models that have one, in train mode."""
+        `rng` feeds the 'dropout' stream (dropout, drop-path) of models that have one, in train mode.
+        `method` (e.g. 'front'/'back' of staged models, with their `cut=`) and `kwargs` go to `model.apply`."""
         variables = {"params": params, **model_state}
         rngs = {"dropout": rng} if (train and rng is not None) else None
+        kwargs = dict(kwargs, train=train, bn=bn, rngs=rngs, method=method)
         if train and model_state:
-            logits, updates = self.model.apply(variables, x, train=True, bn=bn, mutable=list(model_state),
-                                               rngs=rngs)
+            logits, updates = self.model.apply(variables, x, mutable=list(model_state), **kwargs)
             return logits, {**model_state, **updates}
-        return self.model.apply(variables, x, train=train, bn=bn, rngs=rngs), model_state
+        return self.model.apply(variables, x, **kwargs), model_state
 
     def logits_fn(self, params, model_state, *, train: bool, bn: str = "clean") -> Callable:
         """x -> logits for attacks: parameters are constants (no gradient flows back into them through
@@ -58,6 +59,12 @@ class Method:
 
     def loss(self, params, model_state, batch, key, step):
         raise NotImplementedError
+
+    @classmethod
+    def trainable(cls, cfg, model, variables, image_shape):
+        """Which parameters the optimiser updates: None (all), or a bool tree shaped like
+        `variables['params']` (AdvBN: the head after the cut). The others get no update and no decay."""
+        return None
 
 
 def attack_settings(cfg: ml_collections.ConfigDict) -> Dict[str, Any]:
