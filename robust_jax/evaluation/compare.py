@@ -49,13 +49,20 @@ def comparison(reports: dict) -> tuple:
     data = {label: json.dumps(rep.get("data"), sort_keys=True) for label, rep in reports.items()}
     for label, rep in reports.items():
         d = rep.get("data", {})
-        lines.append(f"| {label} | {rep.get('method')} | {rep.get('model')} | {d.get('name')} / {d.get('split')}, "
-                     f"{d.get('num_examples')} examples |")
+        start = f", from `{rep['init_from']}`" if rep.get("init_from") else ""
+        lines.append(f"| {label} | {rep.get('method')}{start} | {rep.get('model')} | {d.get('name')} / "
+                     f"{d.get('split')}, {d.get('num_examples')} examples |")
     if len(set(data.values())) > 1:
         lines += ["", "**Warning: the runs were evaluated on different data or preprocessing; the numbers below "
                   "are not directly comparable.**"]
     lines += ["", "| accuracy (%) | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
-    lines += [f"| {k} | " + " | ".join(_pct(per.get(lb)) for lb in labels) + " |" for k, per in rows.items()]
+    branches = {label: rep.get("bn_branch") or {} for label, rep in reports.items()}
+
+    def cell(k, lb):  # dual-BN runs name the BatchNorm set behind each number
+        b = branches[lb].get(k)
+        return _pct(rows[k].get(lb)) + (f" ({b} BN)" if b not in (None, "-") and lb in rows[k] else "")
+
+    lines += [f"| {k} | " + " | ".join(cell(k, lb) for lb in labels) + " |" for k in rows]
     per_corruption = {label: corruption_accuracy(rep) for label, rep in reports.items()}
     names = [c for c in next((v for v in per_corruption.values() if v), {})]
     if names:

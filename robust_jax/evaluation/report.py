@@ -27,6 +27,8 @@ def make_report(config, results, curve, source, details: Optional[dict] = None) 
                  "image_size": config.data.get("image_size") or "native"},
         "threat_model": {"norm": cfg.norm, "eps": float(cfg.eps), "step_size": float(cfg.step_size)},
         "accuracy": dict(results),
+        "bn_branch": dict((details or {}).get("bn_branch") or {}),
+        "init_from": config.model.get("init_from") or "",
         "curve": {"attack": cfg.get("curve_attack", ""), "points": [list(map(float, p)) for p in curve]},
     }
     for k in DETAIL_KEYS:
@@ -93,6 +95,16 @@ def example_rows(examples: dict):
     return rows, labels
 
 
+def accuracy_table(report: dict) -> list:
+    """The evaluator table; dual-BN models get a column naming the BatchNorm set behind each number."""
+    branch = report.get("bn_branch") or {}
+    if not any(b not in ("-", None) for b in branch.values()):
+        return ["| evaluator | accuracy (%) |", "|---|---|"] + [
+            f"| {k} | {_pct(v)} |" for k, v in report["accuracy"].items()]
+    return ["| evaluator | accuracy (%) | BN set |", "|---|---|---|"] + [
+        f"| {k} | {_pct(v)} | {branch.get(k, '-')} |" for k, v in report["accuracy"].items()]
+
+
 def write_report(report: dict, workdir: str, examples: Optional[dict] = None, class_names=None) -> None:
     """Writes report.json, report.md and the plots into `workdir` (process 0 only should call it).
     `examples`: {task: arrays} saved by the tasks (the example grid); `class_names` label the grid."""
@@ -104,9 +116,10 @@ def write_report(report: dict, workdir: str, examples: Optional[dict] = None, cl
     lines = [f"# Robustness report: {report['model']} ({report['method']})", "",
              f"Variables: `{report['variables']}`  ",
              f"Data: {_data_line(report['data'])}  ",
-             f"Threat model: {tm['norm']} eps={tm['eps']:.5g}, step {tm['step_size']:.5g}", "",
-             "| evaluator | accuracy (%) |", "|---|---|"]
-    lines += [f"| {k} | {_pct(v)} |" for k, v in report["accuracy"].items()]
+             f"Threat model: {tm['norm']} eps={tm['eps']:.5g}, step {tm['step_size']:.5g}  "]
+    if report.get("init_from"):
+        lines.append(f"Started from: `{report['init_from']}`  ")
+    lines += [""] + accuracy_table(report)
     if report["curve"]["points"]:
         path = plots.accuracy_vs_eps(report["curve"]["points"], report["curve"]["attack"],
                                      os.path.join(workdir, "accuracy_vs_eps.png"))

@@ -14,8 +14,8 @@ import jax
 import ml_collections
 
 from robust_jax import data
-from robust_jax.evaluation import (attack_eval, autoattack_eval, chunks, corruption_eval, forward_eval, mce,
-                                   shift_sets, suite as suite_lib)
+from robust_jax.evaluation import (attack_eval, autoattack_eval, bn_branch, chunks, corruption_eval, forward_eval,
+                                   mce, shift_sets, suite as suite_lib)
 
 
 def threat_model(cfg_eval, eps=None) -> dict:
@@ -58,16 +58,22 @@ def run_suite_detailed(model, variables, config, mesh, *, suite: str, eps=None, 
                        desc: str = "eval", progress: bool = True, store_root: Optional[str] = None,
                        variables_id: str = "", num_classes: Optional[int] = None) -> dict:
     """Runs `suite` (see `robust_jax.evaluation.suite`) and returns
-    {'accuracy': {entry: accuracy}, 'autoattack': ..., 'corruptions': ..., 'corrupted_tfds': ...,
-     'shift_sets': ..., 'examples': {task: arrays}, 'directories': {task: chunk directory}}."""
+    {'accuracy': {entry: accuracy}, 'bn_branch': {entry: BN set used}, 'autoattack': ..., 'corruptions': ...,
+     'corrupted_tfds': ..., 'shift_sets': ..., 'examples': {task: arrays}, 'directories': {task: directory}}.
+    Dual-BN models run BN set `eval.bn` (shift sets: their own `bn`, default `eval.bn`; `bn_branch`)."""
     entries = suite_lib.parse_suite(suite)
     cfg = config.eval
+    bn = cfg.get("bn", "clean")
+    base_model, model = model, bn_branch.view(model, bn)
     split = split or cfg.get("split") or config.data.eval_split
     n_ex = cfg.get("num_examples") if num_examples is None else num_examples
     per_chunk = batches_per_chunk(cfg)
     k_examples = int(cfg.get("num_example_images", 6))
-    stores = _Stores(store_root, {"variables": variables_id, "batch_size": int(cfg.batch_size),
-                                  "batches_per_chunk": per_chunk, "processes": jax.process_count()})
+    base_identity = {"variables": variables_id, "batch_size": int(cfg.batch_size), "batches_per_chunk": per_chunk,
+                     "processes": jax.process_count()}
+    if bn_branch.is_dual(base_model):
+        base_identity["bn"] = bn
+    stores = _Stores(store_root, base_identity)
     record = data_record(config.data, split, n_ex)
     if num_classes is None:
         num_classes = data.source_for(config.data).num_classes
@@ -75,7 +81,7 @@ def run_suite_detailed(model, variables, config, mesh, *, suite: str, eps=None, 
     def batches_of(cfg_data, split_):
         return data.eval_batches(cfg_data, split_, global_batch_size=cfg.batch_size, mesh=mesh, num_examples=n_ex)
 
-    out = {"accuracy": {}, "examples": {}, "directories": {}}
+    out = {"accuracy": {}, "bn_branch": {}, "examples": {}, "directories": {}}
     seed = int(cfg.get("seed", 0))
 
     def finish(task, store):
@@ -135,7 +141,8 @@ def run_suite_detailed(model, variables, config, mesh, *, suite: str, eps=None, 
             sets = corruption_eval.tfds_datasets(config, s)
             err = {}
             for c, sev, full, tsplit in sets:
-                cfg_data = _data_copy(config.data, name=full, num_classes=0)
+                pre = cfg.corruptions.get("tfds_preprocess") or config.data.eval_preprocess
+                cfg_data = _data_copy(config.data, name=full, num_classes=0, eval_preprocess=pre)
                 rec = data_record(cfg_data, tsplit, n_ex)
                 store = stores.get(f"tfds-{c}-{sev}", data=rec)
                 compute = forward_eval.compute_fn(model, variables, num_classes=num_classes)
@@ -149,10 +156,13 @@ def run_suite_detailed(model, variables, config, mesh, *, suite: str, eps=None, 
                                          err, None if clean is None else 1 - clean, alexnet=num_classes == 1000)}
             out["accuracy"]["corrupted_tfds"] = out["corrupted_tfds"]["metrics"]["mean_corruption_accuracy"]
         elif e.kind == "shift_sets":
-            out["shift_sets"] = _run_shift_sets(model, variables, config, stores, batches_of, per_chunk,
+            out["shift_sets"] = _run_shift_sets(base_model, variables, config, stores, batches_of, per_chunk,
                                                 num_classes, n_ex, k_examples, progress, out)
             for label, r in out["shift_sets"].items():
                 out["accuracy"][f"shift:{label}"] = r["accuracy"]
+                out["bn_branch"][f"shift:{label}"] = r["bn"]
+    for name in out["accuracy"]:
+        out["bn_branch"].setdefault(name, bn_branch.label(base_model, bn))
     return out
 
 
@@ -169,7 +179,10 @@ def _run_shift_sets(model, variables, config, stores, batches_of, per_chunk, num
         raise ValueError("the suite has 'shift_sets' but eval.shift_sets is empty: add {label: source or dict}")
     wnids = None
     results = {}
+    default_bn = config.eval.get("bn", "clean")
     for label, spec in specs.items():
+        bn = spec["bn"] or default_bn
+        branch_model = bn_branch.view(model, bn, where=f"eval.shift_sets.{label}.bn")
         fields = {"name": spec["source"], "num_classes": 0, "eval_split": spec["split"]}
         if spec["preprocess"]:
             fields["eval_preprocess"] = spec["preprocess"]
@@ -189,9 +202,9 @@ def _run_shift_sets(model, variables, config, stores, batches_of, per_chunk, num
         if spec["mask"] == "present":
             mask = shift_sets.class_mask(lmap[shift_sets.present_labels(src, spec["split"])], num_classes)
         rec = {**data_record(cfg_data, spec["split"], n_ex), "labels": spec["labels"], "mask": spec["mask"],
-               "classes": int(mask.sum()) if mask is not None else num_classes}
+               "classes": int(mask.sum()) if mask is not None else num_classes, "bn": bn_branch.label(model, bn)}
         store = stores.get(f"shift-{label}", data=rec)
-        compute = forward_eval.compute_fn(model, variables, num_classes=num_classes, label_map=lmap,
+        compute = forward_eval.compute_fn(branch_model, variables, num_classes=num_classes, label_map=lmap,
                                           class_mask=mask, examples_store=store, num_examples=k_examples)
         it, nb = batches_of(cfg_data, spec["split"])
         total = chunks.run_chunks(it, nb, batches_per_chunk=per_chunk, store=store, compute=compute,

@@ -18,6 +18,8 @@ A spec is a source string (`imagefolder:PATH`, a TFDS name such as `imagenet_r`,
               prediction is the argmax over the classes the set contains only (ImageNet-R/-A: 200 classes;
               from the class names of an ImageFolder, from a scan of the labels otherwise).
     preprocess, image_size   override `data.eval_preprocess` / `data.image_size` for this set.
+    bn        the BatchNorm set of a dual-BN model for this set, 'clean' or 'adv' (default: `eval.bn`;
+              AdvBN's reference: 'adv' for Stylized-ImageNet and ImageNet-Sketch).
 
 Every number is reported with the preprocessing and image size it was computed with.
 """
@@ -30,7 +32,7 @@ from typing import Optional
 import ml_collections
 import numpy as np
 
-SPEC_KEYS = ("source", "split", "labels", "mask", "preprocess", "image_size")
+SPEC_KEYS = ("source", "split", "labels", "mask", "preprocess", "image_size", "bn")
 LABEL_MODES = ("identity", "wnid", "index")
 MASK_MODES = ("none", "present")
 _WNID = re.compile(r"n\d{8}")
@@ -51,7 +53,7 @@ def parse_spec(label: str, spec) -> dict:
         raise ValueError(f"eval.shift_sets.{label}: 'source' is required (imagefolder:PATH or a TFDS name)")
     out = {"source": spec["source"], "split": spec.get("split") or "test", "labels": spec.get("labels") or "identity",
            "mask": spec.get("mask") or "none", "preprocess": spec.get("preprocess") or None,
-           "image_size": spec.get("image_size") or None}
+           "image_size": spec.get("image_size") or None, "bn": spec.get("bn") or None}
     if out["labels"] not in LABEL_MODES:
         raise ValueError(f"eval.shift_sets.{label}.labels must be one of {LABEL_MODES}, got {out['labels']!r}")
     if out["mask"] not in MASK_MODES:
