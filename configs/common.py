@@ -32,6 +32,8 @@ def base():
     #   use it on splits stored sorted by class, such as ../shared/data/cifar10_subset.npz).
     # bn: BatchNorm statistics, 'sync' (global batch) or 'ghost:N' (per group of N examples: set N to the
     #   per-GPU batch of a DataParallel/DDP reference to reproduce it); dtype: compute dtype, params stay f32.
+    # init_from: a variables file (.msgpack) or a training workdir to start from (single BN -> both sets of
+    #   a dual-BN model).
     c.model = dict(name="small_cnn", mean=(0.5,), std=(0.5,), init_from="", kwargs=ml_collections.ConfigDict(),
                    bn="sync", dtype="float32")
     # vqgan (DAT): checkpoint = a VQGAN training workdir (configs/vqgan_*.py) or a converted .msgpack file;
@@ -42,7 +44,12 @@ def base():
     c.method = dict(name="standard", attack=attack(), beta=6.0, label_smoothing=0.0, mixup_alpha=0.0,
                     cutmix_alpha=0.0,
                     vqgan=dict(checkpoint="", name="", kwargs=ml_collections.ConfigDict()),
-                    dat=dict(variant="reference", start_prob=0.8))
+                    dat=dict(variant="reference", start_prob=0.8),
+                    advbn=dict(cut=1, group_size=64, clamp=True, steps=6, step_size=0.2, eps=1.1))
+    # advbn (method 'advbn', dual-BN staged models): cut = the stage after which the AdvBN layer sits (1 =
+    #   after ResNet-50's layer1); group_size = examples per statistics/perturbation group (the reference's
+    #   per-GPU batch, 64; 0 = the whole batch); clamp = max(., 0) after the layer (post-ReLU features);
+    #   steps/step_size/eps = the sign-ascent attack on the factors, box [1 - eps, 1 + eps].
     c.optim = dict(name="sgd", lr=0.1, momentum=0.9, nesterov=False, weight_decay=5e-4, weight_decay_on="all",
                    schedule="piecewise", decay_epochs=(), decay_factor=0.1, warmup_epochs=0.0, grad_clip=0.0,
                    ema_decay=0.0, b1=0.9, b2=0.999, warmup_init_lr=0.0, min_lr=0.0)
@@ -54,15 +61,17 @@ def base():
     #   batch_size); results go to workdir/eval/ and an interrupted run resumes (resume=False: keep nothing).
     #   autoattack.norm/eps: ''/0.0 = eval.norm/eval.eps. corruptions.names: 'benchmark' (15, mCE) | 'extra'
     #   | 'all' | comma list; tfds_builder: '' = from data.name (cifar10 -> cifar10_corrupted, imagenet2012
-    #   -> imagenet2012_corrupted). shift_sets: {label: source or dict(source, split, labels, mask,
+    #   -> imagenet2012_corrupted); tfds_preprocess: '' = data.eval_preprocess (ImageNet-C's images are 224 px
+    #   already: 'center_crop' keeps them as they are). shift_sets: {label: source or dict(source, split, labels, mask,
     #   preprocess, image_size)}; wnids_file: '' = TFDS's bundled ImageNet wnid list.
     c.eval = dict(split="", batch_size=250, num_examples=0, suite="clean,pgd-20,cw-20", norm="linf",
                   eps=8 / 255, step_size=2 / 255, curve_eps=(), curve_attack="pgd-20", checkpoint="",
                   use_ema=True, seed=0, chunk_size=0, resume=True, num_example_images=6,
                   autoattack=dict(version="standard", norm="", eps=0.0, seed=0, batch_size=500),
                   corruptions=dict(names="benchmark", severities=(1, 2, 3, 4, 5), seed=0, quantize=True,
-                                   tfds_builder=""),
-                  shift_sets=ml_collections.ConfigDict(), wnids_file="")
+                                   tfds_builder="", tfds_preprocess=""),
+                  shift_sets=ml_collections.ConfigDict(), wnids_file="", bn="clean")
+    # bn: the BatchNorm set dual-BN models are evaluated with ('clean' | 'adv'); a shift set may name its own.
     return c
 
 

@@ -3,7 +3,7 @@
 Runs with `XLA_FLAGS=--xla_force_host_platform_device_count=N` set by the parent (before jax is
 imported), computes one thing and writes its arrays to OUT_DIR as .npz files for the parent to compare:
 
-  step       one PGD-AT train step on a mesh of all devices and on a mesh of one device (sync/ghost BN)
+  step       one PGD-AT train step (sync/ghost BN) and one AdvBN step on a mesh of all devices and of one device
   ghost      ghost BN on the sharded batch vs plain BN applied to each group by hand and under shard_map
   train      `train.train_and_evaluate` in WORKDIR as one process of a multi-process run (JAX_* env vars),
              recording every file this process opens for writing under WORKDIR (outside checkpoints/)
@@ -38,6 +38,17 @@ def small_config(bn="sync", batch_size=16, num_steps=3):
     return c
 
 
+def advbn_config():
+    """AdvBN (dual-BN small CNN, synchronised head BNs) with statistics groups of 4 = one device's share."""
+    from configs import digits_advbn
+
+    c = digits_advbn.get_config("smoke")
+    c.method.advbn.update(group_size=4, steps=2)
+    c.optim.update(lr=0.2, schedule="constant")
+    c.train.update(batch_size=32)
+    return c
+
+
 def mode_step(out):
     """One train step over all devices vs over one device, from the same state, batch and key."""
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -47,8 +58,8 @@ def mode_step(out):
     n = jax.device_count()
     mesh_n, mesh_1 = parallel.make_mesh(), Mesh(np.array(jax.devices()[:1]), (parallel.DATA_AXIS,))
     info = {}
-    for bn in ("sync", "ghost:4", "ghost:16"):  # ghost groups = one device's examples, or two devices' worth
-        c = small_config(bn=bn, batch_size=32)
+    for bn in ("sync", "ghost:4", "ghost:16", "advbn"):  # ghost groups = one device's examples, or two devices'
+        c = small_config(bn=bn, batch_size=32) if bn != "advbn" else advbn_config()
         batch = next(data.train_batches(c.data, global_batch_size=32, mesh=mesh_n, seed=0))
         assert len(batch["image"].sharding.device_set) == n
         key = jax.random.key(7)
