@@ -275,3 +275,19 @@ def test_evaluation_uses_the_configured_bn_set_and_reports_it():
     with pytest.raises(ValueError, match="dual BatchNorm"):
         runner.run_suite_detailed(models.get("small_cnn", num_classes=10, mean=(0.5,), std=(0.5,)), variables, config, mesh, suite="clean",
                                   progress=False)
+
+
+def test_feature_pictures_from_a_trained_workdir(tmp_path, capsys):
+    from configs import digits_advbn
+    from robust_jax import train
+    from robust_jax.evaluation import advbn_features
+
+    train.train_and_evaluate(digits_advbn.get_config("smoke"), str(tmp_path))
+    out = str(tmp_path / "pictures.png")
+    rc = advbn_features.main(["--config", "configs/digits_advbn.py:smoke", "--workdir", str(tmp_path), "--num", "8",
+                              "--output", out, "--eps", "0.3"])
+    assert rc == 0
+    with open(out, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert "at a bound" in capsys.readouterr().out
+    assert advbn_features.main(["--config", "configs/digits_dat.py:smoke", "--workdir", str(tmp_path)]) == 2
