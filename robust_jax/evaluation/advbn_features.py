@@ -147,10 +147,9 @@ def main(argv=None) -> int:
                    help="attack box [1 - eps, 1 + eps] for the picture (default: the run's method.advbn.eps)")
     p.add_argument("--output", default="", help="PNG path (default: WORKDIR/advbn_features.png)")
     args = p.parse_args(argv)
-    from robust_jax import builders, data, evaluate, methods, parallel
-    from robust_jax.evaluation.visual_words import _load_config
+    from robust_jax.evaluation import trained_run
 
-    config = _load_config(args.config)
+    config = trained_run.load_config(args.config)
     if config.method.name != "advbn":
         print(f"advbn_features: error: {args.config} trains method {config.method.name!r}, not 'advbn'",
               file=sys.stderr)
@@ -159,19 +158,11 @@ def main(argv=None) -> int:
     config.method.advbn.group_size = 0  # one group: the images shown share their statistics
     if args.eps:
         config.method.advbn.eps = args.eps
-    mesh = parallel.make_mesh()
-    run = builders.build_run(config, mesh)
     try:
-        variables, _ = evaluate.load_eval_variables(config, args.workdir, run)
+        method, params, variables, batch = trained_run.load(config, args.workdir, args.num)
     except FileNotFoundError as e:
         print(f"advbn_features: error: {e}", file=sys.stderr)
         return 1
-    method = methods.get(config.method, run.model, run.num_classes)
-    batches, _ = data.eval_batches(config.data, config.data.eval_split, global_batch_size=args.num, mesh=mesh,
-                                   num_examples=args.num)
-    batch = next(batches)
-    variables = dict(variables)
-    params = variables.pop("params")
     result = advbn_features(method, params, variables, batch["image"], batch["label"])
     out = plot(result, args.output or os.path.join(args.workdir, "advbn_features.png"))
     print(summary(result))

@@ -3,7 +3,6 @@ was computed with), `report.md` (tables) and plots (accuracy vs eps, corruption-
 images with predictions)."""
 from __future__ import annotations
 
-import json
 import os
 from typing import Optional
 

@@ -7,7 +7,6 @@ set) makes one pass over its data with `chunks.run_chunks`. With `store_root` (e
 """
 from __future__ import annotations
 
-import os
 from typing import Dict, Optional
 
 import jax

@@ -87,44 +87,23 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", default="", help="PNG path (default: WORKDIR/visual_words.png)")
     args = p.parse_args(argv)
-    from robust_jax import builders, data, evaluate, methods, parallel
-    from robust_jax.evaluation import shift_sets
+    from robust_jax import data
+    from robust_jax.evaluation import shift_sets, trained_run
 
-    config = _load_config(args.config)
+    config = trained_run.load_config(args.config)
     if config.method.name != "dat":
         print(f"visual_words: error: {args.config} trains method {config.method.name!r}, not 'dat'", file=sys.stderr)
         return 2
-    mesh = parallel.make_mesh()
-    run = builders.build_run(config, mesh)
     try:
-        variables, _ = evaluate.load_eval_variables(config, args.workdir, run)
+        method, params, variables, batch = trained_run.load(config, args.workdir, args.num)
     except FileNotFoundError as e:
         print(f"visual_words: error: {e}", file=sys.stderr)
         return 1
-    method = methods.get(config.method, run.model, run.num_classes)
-    batches, _ = data.eval_batches(config.data, config.data.eval_split, global_batch_size=args.num, mesh=mesh,
-                                   num_examples=args.num)
-    batch = next(batches)
-    variables = dict(variables)
-    params = variables.pop("params")
     result = visual_words(method, params, variables, batch["image"], batch["label"], jax.random.key(args.seed))
     out = plot(result, args.output or os.path.join(args.workdir, "visual_words.png"),
                class_names=shift_sets.class_names(data.source_for(config.data)))
     print(f"wrote {out}")
     return 0
-
-
-def _load_config(spec: str):
-    import importlib.util
-
-    path, _, arg = spec.partition(":")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(path)))
-    if root not in sys.path:
-        sys.path.insert(0, root)  # configs import `configs.common`
-    module_spec = importlib.util.spec_from_file_location("_visual_words_config", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module.get_config(arg or None)
 
 
 if __name__ == "__main__":
