@@ -146,3 +146,31 @@ def test_advbn_step_matches_the_pytorch_reference():
         np.testing.assert_allclose(bs["var"], m.layer3[0].bn2.running_var.numpy(), rtol=1e-4, atol=1e-5)
     front_bs = new_state["batch_stats"]["layer1"]["0"]["bn1"]["clean"]
     np.testing.assert_array_equal(front_bs["mean"], clean.layer1[0].bn1.running_mean.numpy())
+
+
+def test_full_torchvision_resnet50_converts_into_the_advbn_start(tmp_path):
+    """The reference's starting point: torchvision's own ResNet-50 (random weights, its real state_dict keys)
+    through `robust-jax-convert --dual-bn`, strict; both BN sets hold the torch BN, the logits of either set
+    equal torchvision's in eval mode, and the AdvBN recipe's model loads the file as `model.init_from`."""
+    from configs import imagenet_advbn_resnet50
+    from robust_jax import builders
+    from robust_jax.models.convert import cli
+
+    net = torch_refs.randomize(torchvision.models.resnet50(weights=None), seed=4).eval()
+    pth, out = str(tmp_path / "r50.pth"), str(tmp_path / "r50_dual.msgpack")
+    torch.save(net.state_dict(), pth)
+    mean, std = common.IMAGENET_MEAN, common.IMAGENET_STD
+    assert cli.main(["--model", "resnet50", "--num-classes", "1000", "--dual-bn", "--input", pth, "--output", out,
+                     "--mean", ",".join(map(str, mean)), "--std", ",".join(map(str, std))]) == 0
+
+    config = imagenet_advbn_resnet50.get_config()
+    config.model.init_from = out
+    model = builders.build_model(config, 1000)
+    variables = builders.init_variables(model, config, jax.random.key(0), (64, 64, 3))
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        want = net((x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)).numpy()
+    xj = jnp.asarray(x.permute(0, 2, 3, 1).numpy())
+    for bn in ("clean", "adv"):
+        got = model.apply(variables, xj, train=False, bn=bn)
+        np.testing.assert_allclose(got, want, atol=2e-4 * np.abs(want).max())
