@@ -15,7 +15,8 @@ layer1) frozen in eval mode; only the head trained: SGD lr 1e-3, momentum 0.9, w
 epochs, global batch 256, head BNs synchronised; RandomResizedCrop 224 + flip.
 Evaluation, BN set per data set as the reference's test script: ImageNet val (resize 256 + crop 224) clean;
 ImageNet-C (TFDS imagenet2012_corrupted, center crop 224) clean; Stylized-ImageNet val (center crop 224) and
-ImageNet-Sketch (resize 256 + crop 224) adv; ImageNet-Instagram (resize 256 + crop 224) clean. Set the
+ImageNet-Sketch (resize 256 + crop 224) adv; ImageNet-Instagram (resize 256 + crop 224; mean top-1 over its
+20 filter folders, PATH/<filter>/<wnid>/*) clean. Set the
 imagefolder paths of the sets you have (`--config.eval.shift_sets.stylized.source=imagefolder:/data/sin`).
 Published (reference README, ResNet-50): standard 76.1 / mCE 76.7 / Instagram 67.2 / Sketch 24.1 /
 Stylized 7.4; AdvBN 77.0 / 72.7 / 69.5 / 27.9 / 11.9. Not run here (no accelerator, no ImageNet).
@@ -44,7 +45,7 @@ def get_config(arg=None):
         stylized=dict(source="imagefolder:stylized_imagenet", split="val", labels="wnid", preprocess="center_crop",
                       bn="adv"),
         sketch=dict(source="imagenet_sketch", split="test", bn="adv"),
-        instagram=dict(source="imagefolder:imagenet_instagram", split="val", labels="wnid", bn="clean")))
+        instagram=dict(source="imagefolder:imagenet_instagram", splits="*", labels="wnid", bn="clean")))
     if "smoke" in args:
         common.smoke(c, image="64x64x3", num_classes=1000,
                      model_kwargs={"stage_sizes": (1, 1, 1, 1), "width": 16, "dual_bn": True})

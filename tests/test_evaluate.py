@@ -353,7 +353,7 @@ def test_shift_set_specs_and_label_maps():
     spec = shift_sets.parse_spec("r", {"source": "imagefolder:/x", "split": "imagenet-r", "labels": "wnid",
                                        "mask": "present"})
     assert spec == {"source": "imagefolder:/x", "split": "imagenet-r", "labels": "wnid", "mask": "present",
-                    "preprocess": None, "image_size": None}
+                    "preprocess": None, "image_size": None, "bn": None, "splits": None}
     assert shift_sets.parse_spec("s", "imagenet_sketch")["labels"] == "identity"
     for bad, match in [({"source": "a", "lables": "wnid"}, "unknown key"), ({"split": "x"}, "'source' is required"),
                        ({"source": "a", "labels": "names"}, "labels must be"), ({"source": "a", "mask": "yes"}, "mask")]:
@@ -422,6 +422,39 @@ def test_imagenet_r_style_folder_is_mapped_and_masked(tmp_path):
     pred = np.array(allowed)[np.argmax(logits[:, allowed], -1)]
     assert r["accuracy"] == pytest.approx(np.mean(pred == np.array(labels)))
     assert out["accuracy"]["shift:r"] == r["accuracy"]
+
+
+def test_shift_set_over_several_splits_reports_their_mean(tmp_path):
+    """ImageNet-Instagram's protocol: one folder per filter, the accuracy is the mean over the filters."""
+    from PIL import Image
+
+    rng = np.random.RandomState(1)
+    sizes = {"filter_a": 3, "filter_b": 5}  # unequal sizes: the mean of accuracies, not over all images
+    for split, n in sizes.items():
+        for k in ("0", "1"):
+            os.makedirs(tmp_path / "insta" / split / k)
+            for i in range(n):
+                Image.fromarray(rng.randint(0, 256, (16, 16, 3), np.uint8)).save(
+                    tmp_path / "insta" / split / k / f"{i}.png")
+    c = default.get_config("smoke")
+    c.data.update(name="fake:16x16x3:10", num_classes=10)
+    c.model.update(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    c.eval.update(suite="shift_sets", batch_size=4, num_examples=0, curve_eps=())
+    source = f"imagefolder:{tmp_path / 'insta'}"
+    c.eval.shift_sets = {"all": {"source": source, "splits": "*"}, "a": {"source": source, "split": "filter_a"},
+                         "b": {"source": source, "splits": "filter_b"}}
+    run = builders.build_run(c, parallel.make_mesh())
+    variables = run.state.eval_variables(False)
+    out = runner.run_suite_detailed(run.model, variables, c, parallel.make_mesh(), suite="shift_sets", progress=False)
+    r = out["shift_sets"]
+    assert r["all"]["splits"] == {"filter_a": r["a"]["accuracy"], "filter_b": r["b"]["accuracy"]}
+    assert r["all"]["accuracy"] == pytest.approx((r["a"]["accuracy"] + r["b"]["accuracy"]) / 2)
+    assert r["all"]["num_examples"] == 16 and r["all"]["split"] == "mean of 2"
+    c.eval.shift_sets = {"x": {"source": source, "splits": "filter_c"}}
+    with pytest.raises(ValueError, match="no split"):
+        runner.run_suite_detailed(run.model, variables, c, parallel.make_mesh(), suite="shift_sets", progress=False)
+    with pytest.raises(ValueError, match="not both"):
+        shift_sets.parse_spec("x", {"source": source, "split": "filter_a", "splits": "*"})
 
 
 def test_shift_sets_entry_needs_sets():

@@ -182,7 +182,7 @@ def _run_shift_sets(model, variables, config, stores, batches_of, per_chunk, num
     for label, spec in specs.items():
         bn = spec["bn"] or default_bn
         branch_model = bn_branch.view(model, bn, where=f"eval.shift_sets.{label}.bn")
-        fields = {"name": spec["source"], "num_classes": 0, "eval_split": spec["split"]}
+        fields = {"name": spec["source"], "num_classes": 0}
         if spec["preprocess"]:
             fields["eval_preprocess"] = spec["preprocess"]
         if spec["image_size"]:
@@ -197,19 +197,31 @@ def _run_shift_sets(model, variables, config, stores, batches_of, per_chunk, num
             wnids = shift_sets.read_wnids(config.eval.get("wnids_file") or None)
         lmap = shift_sets.label_map(names if names is not None else range(src.num_classes), spec["labels"],
                                     num_classes=num_classes, wnids=wnids)
-        mask = None
-        if spec["mask"] == "present":
-            mask = shift_sets.class_mask(lmap[shift_sets.present_labels(src, spec["split"])], num_classes)
-        rec = {**data_record(cfg_data, spec["split"], n_ex), "labels": spec["labels"], "mask": spec["mask"],
-               "classes": int(mask.sum()) if mask is not None else num_classes, "bn": bn_branch.label(model, bn)}
-        store = stores.get(f"shift-{label}", data=rec)
-        compute = forward_eval.compute_fn(branch_model, variables, num_classes=num_classes, label_map=lmap,
-                                          class_mask=mask, examples_store=store, num_examples=k_examples)
-        it, nb = batches_of(cfg_data, spec["split"])
-        total = chunks.run_chunks(it, nb, batches_per_chunk=per_chunk, store=store, compute=compute,
-                                  desc=f"shift {label}", progress=progress)
-        results[label] = {**rec, "accuracy": total["correct"] / total["n"], "num_examples": total["n"]}
-        out["directories"][f"shift-{label}"] = store.directory
+        per_split = {}
+        splits = shift_sets.resolve_splits(spec, src.splits)
+        for split in splits:
+            mask = None
+            if spec["mask"] == "present":
+                mask = shift_sets.class_mask(lmap[shift_sets.present_labels(src, split)], num_classes)
+            rec = {**data_record(cfg_data, split, n_ex), "labels": spec["labels"], "mask": spec["mask"],
+                   "classes": int(mask.sum()) if mask is not None else num_classes, "bn": bn_branch.label(model, bn)}
+            task = f"shift-{label}" + (f"-{split}" if spec["splits"] else "")
+            store = stores.get(task, data=rec)
+            compute = forward_eval.compute_fn(branch_model, variables, num_classes=num_classes, label_map=lmap,
+                                              class_mask=mask, examples_store=store, num_examples=k_examples)
+            it, nb = batches_of(cfg_data, split)
+            total = chunks.run_chunks(it, nb, batches_per_chunk=per_chunk, store=store, compute=compute,
+                                      desc=f"shift {label}" + (f" {split}" if spec["splits"] else ""),
+                                      progress=progress)
+            per_split[split] = {**rec, "accuracy": total["correct"] / total["n"], "num_examples": total["n"]}
+            out["directories"][task] = store.directory
+        if not spec["splits"]:
+            results[label] = per_split[splits[0]]
+            continue
+        results[label] = {**per_split[splits[0]], "split": f"mean of {len(splits)}",
+                          "accuracy": sum(r["accuracy"] for r in per_split.values()) / len(splits),
+                          "num_examples": sum(r["num_examples"] for r in per_split.values()),
+                          "splits": {s: r["accuracy"] for s, r in per_split.items()}}
     return results
 
 

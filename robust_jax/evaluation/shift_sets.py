@@ -18,6 +18,9 @@ A spec is a source string (`imagefolder:PATH`, a TFDS name such as `imagenet_r`,
               prediction is the argmax over the classes the set contains only (ImageNet-R/-A: 200 classes;
               from the class names of an ImageFolder, from a scan of the labels otherwise).
     preprocess, image_size   override `data.eval_preprocess` / `data.image_size` for this set.
+    splits    instead of `split`: a comma-separated list of splits, or '*' for all of the source's; the set's
+              accuracy is the mean of their accuracies, each recorded (ImageNet-Instagram: the mean top-1
+              over its 20 filter folders, `imagefolder:PATH` with PATH/<filter>/<class>/<image>).
     bn        the BatchNorm set of a dual-BN model for this set, 'clean' or 'adv' (default: `eval.bn`;
               AdvBN's reference: 'adv' for Stylized-ImageNet and ImageNet-Sketch).
 
@@ -32,7 +35,7 @@ from typing import Optional
 import ml_collections
 import numpy as np
 
-SPEC_KEYS = ("source", "split", "labels", "mask", "preprocess", "image_size", "bn")
+SPEC_KEYS = ("source", "split", "splits", "labels", "mask", "preprocess", "image_size", "bn")
 LABEL_MODES = ("identity", "wnid", "index")
 MASK_MODES = ("none", "present")
 _WNID = re.compile(r"n\d{8}")
@@ -49,16 +52,32 @@ def parse_spec(label: str, spec) -> dict:
     unknown = sorted(set(spec) - set(SPEC_KEYS))
     if unknown:
         raise ValueError(f"eval.shift_sets.{label}: unknown key(s) {unknown}; known: {SPEC_KEYS}")
+    if spec.get("split") and spec.get("splits"):
+        raise ValueError(f"eval.shift_sets.{label}: give 'split' or 'splits', not both")
     if not spec.get("source"):
         raise ValueError(f"eval.shift_sets.{label}: 'source' is required (imagefolder:PATH or a TFDS name)")
     out = {"source": spec["source"], "split": spec.get("split") or "test", "labels": spec.get("labels") or "identity",
            "mask": spec.get("mask") or "none", "preprocess": spec.get("preprocess") or None,
-           "image_size": spec.get("image_size") or None, "bn": spec.get("bn") or None}
+           "image_size": spec.get("image_size") or None, "bn": spec.get("bn") or None,
+           "splits": spec.get("splits") or None}
     if out["labels"] not in LABEL_MODES:
         raise ValueError(f"eval.shift_sets.{label}.labels must be one of {LABEL_MODES}, got {out['labels']!r}")
     if out["mask"] not in MASK_MODES:
         raise ValueError(f"eval.shift_sets.{label}.mask must be one of {MASK_MODES}, got {out['mask']!r}")
     return out
+
+
+def resolve_splits(spec: dict, available) -> list:
+    """The splits a set is evaluated on: [spec['split']], or those `splits` names ('*' = all available)."""
+    if not spec["splits"]:
+        return [spec["split"]]
+    if spec["splits"] == "*":
+        return sorted(available)
+    wanted = [s.strip() for s in str(spec["splits"]).split(",") if s.strip()]
+    missing = [s for s in wanted if s not in available]
+    if missing:
+        raise ValueError(f"{spec['source']!r} has no split(s) {missing}; splits: {sorted(available)}")
+    return wanted
 
 
 def parse(shift_sets) -> dict:
