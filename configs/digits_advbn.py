@@ -40,5 +40,4 @@ def get_config(arg=None):
         common.smoke(c, image="16x16x1", model_kwargs={"dual_bn": True})
         c.model.init_from = ""
         c.method.advbn.update(group_size=4, steps=2)
-        c.eval.update(suite="clean")
     return common.lock(c)

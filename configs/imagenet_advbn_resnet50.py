@@ -52,5 +52,4 @@ def get_config(arg=None):
         c.model.init_from = ""
         c.method.advbn.update(group_size=4, steps=2)
         c.data.update(eval_split="test", image_size=56)
-        c.eval.update(suite="clean")
     return common.lock(c)
