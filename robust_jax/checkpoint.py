@@ -4,7 +4,9 @@ from __future__ import annotations
 import os
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from robust_jax.models import variables_io
 
@@ -13,7 +15,8 @@ class Checkpoints:
     def __init__(self, workdir: str, *, keep: int = 2):
         self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
         self.manager = ocp.CheckpointManager(
-            self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+            self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+            item_handlers=ocp.StandardCheckpointHandler())  # registered up front: item_metadata needs it
 
     def latest_step(self):
         return self.manager.latest_step()
@@ -33,8 +36,16 @@ class Checkpoints:
                 f"(was the workdir used with another config?): {e}") from e
 
     def restore_raw(self, step=None) -> dict:
-        """The saved state at `step` (default latest) as nested dicts of arrays, without a template."""
-        return self.manager.restore(self.latest_step() if step is None else step, args=ocp.args.StandardRestore())
+        """The saved state at `step` (default latest) as nested dicts of arrays, without a template: shapes and
+        dtypes from the checkpoint's metadata, every array replicated over this run's devices (whatever mesh
+        or process count saved it, so another run, e.g. a fine-tuning's `model.init_from`, can read it)."""
+        step = self.latest_step() if step is None else step
+        meta = self.manager.item_metadata(step)
+        devices = np.array(jax.devices())
+        replicated = NamedSharding(Mesh(devices, ("all",)), PartitionSpec())
+        abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=replicated),
+                                meta.tree)
+        return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
 
     def restore_weights(self, template):
         """The latest state's step, params, model_state and EMA (not the optimiser state), so evaluation

@@ -8,6 +8,8 @@ imported), computes one thing and writes its arrays to OUT_DIR as .npz files for
   train      `train.train_and_evaluate` in WORKDIR as one process of a multi-process run (JAX_* env vars),
              recording every file this process opens for writing under WORKDIR (outside checkpoints/)
   reference  the same run as ONE process, fed the global batches the two processes of `train` would build
+  init_from  one of 2 processes building the AdvBN run with `model.init_from` = WORKDIR, a checkpoint that
+             ONE process on one device saved (another topology): the dual-BN variables it starts from
 """
 import json
 import os
@@ -227,8 +229,21 @@ def mode_reference(out, workdir):
               open(os.path.join(out, "reference.json"), "w"))
 
 
+def mode_init_from(out, source):
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    from robust_jax import builders, parallel
+
+    parallel.initialize_distributed()
+    c = advbn_config()
+    c.model.init_from = source
+    run = builders.build_run(c, parallel.make_mesh())
+    np.savez(os.path.join(out, f"init_from_{jax.process_index()}.npz"),
+             **flat({"params": run.state.params, "model_state": run.state.model_state}))
+
+
 if __name__ == "__main__":
     mode, out = sys.argv[1], sys.argv[2]
     {"step": lambda: mode_step(out), "ghost": lambda: mode_ghost(out),
-     "train": lambda: mode_train(out, sys.argv[3]), "reference": lambda: mode_reference(out, sys.argv[3])}[mode]()
+     "train": lambda: mode_train(out, sys.argv[3]), "reference": lambda: mode_reference(out, sys.argv[3]),
+     "init_from": lambda: mode_init_from(out, sys.argv[3])}[mode]()
     print("WORKER OK", mode)

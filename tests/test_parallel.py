@@ -230,3 +230,27 @@ def test_two_processes_train_like_one(tmp_path):
             np.testing.assert_allclose(l[k], r[k], rtol=1e-5, err_msg=k)
     assert len(os.listdir(multi / "tensorboard")) == 1
     assert sorted(os.listdir(multi / "checkpoints")) == sorted(os.listdir(single / "checkpoints"))
+
+
+def test_two_processes_start_from_a_one_process_checkpoint(tmp_path):
+    """`model.init_from` = a workdir saved by one process on one device, read by 2 processes x 1 device
+    (orbax must place the arrays on this run's devices, not on the saving run's mesh): both processes build
+    the dual-BN AdvBN run with the saved weights, each BN copied into the clean and adv sets."""
+    from robust_jax.checkpoint import Checkpoints
+
+    source = builders.build_run(smoke(), parallel.make_mesh())
+    ckpts = Checkpoints(str(tmp_path / "source"))
+    ckpts.save(source.state, force=True)
+    ckpts.close()
+    port = _free_port()
+    _wait([_start("init_from", tmp_path, 1, tmp_path / "source",
+                  env={"JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "JAX_NUM_PROCESSES": "2",
+                       "JAX_PROCESS_ID": str(i)}) for i in range(2)], timeout=120)
+    p0, p1 = (dict(np.load(tmp_path / f"init_from_{i}.npz")) for i in range(2))
+    _assert_trees_close(p0, p1, rtol=0, atol=0)
+    want = {jax.tree_util.keystr(path): np.asarray(v) for path, v in jax.tree_util.tree_flatten_with_path(
+        jax.device_get({"params": source.state.params, "model_state": source.state.model_state}))[0]}
+    for k, v in p0.items():  # ['params']['layer2']['bn']['adv']['scale'] <- ['params']['layer2']['bn']['scale']
+        src = k.replace("['clean']", "").replace("['adv']", "")
+        np.testing.assert_array_equal(v, want[src], err_msg=k)
+    assert sum("['adv']" in k for k in p0) >= 4 and len(p0) > len(want)
