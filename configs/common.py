@@ -55,7 +55,9 @@ def base():
                    ema_decay=0.0, b1=0.9, b2=0.999, warmup_init_lr=0.0, min_lr=0.0)
     # warmup_init_lr: the warm-up starts here (timm: warmup_lr 1e-6); min_lr: the cosine schedule's floor.
     c.train = dict(batch_size=128, epochs=1.0, num_steps=0, log_every=50, eval_every=0, eval_suite="clean,pgd-10",
-                   eval_examples=1000, checkpoint_every=0, keep_checkpoints=2)
+                   eval_examples=1000, checkpoint_every=0, keep_checkpoints=2, select_best="")
+    # select_best: '' = evaluate the last state; a periodic-evaluation metric (e.g. 'clean') = keep and evaluate
+    #   the state that scored best every eval_every steps and at the end (workdir/best_checkpoint).
     # eval: see docs/evaluation.md. suite entries: clean, fgsm, pgd-K, cw-K, autoattack, corruptions,
     #   corrupted_tfds, shift_sets. chunk_size: examples per saved chunk (0 = one batch; a multiple of
     #   batch_size); results go to workdir/eval/ and an interrupted run resumes (resume=False: keep nothing).

@@ -12,7 +12,8 @@ The reference recipe: AdvBN after layer1 (cut 1, 256 channels), statistics and f
 images (the reference's per-GPU batch at 4 x 64), 6 sign-ascent steps of 0.2 in the box [-0.1, 2.1], model in
 eval mode during the attack; loss = CE(adv head, adv BNs) + CE(clean head, clean BNs); the front (stem +
 layer1) frozen in eval mode; only the head trained: SGD lr 1e-3, momentum 0.9, wd 1e-4, x0.1 after 10 of 20
-epochs, global batch 256, head BNs synchronised; RandomResizedCrop 224 + flip.
+epochs, global batch 256, head BNs synchronised; RandomResizedCrop 224 + flip; the model evaluated is the
+epoch with the best clean-BN ImageNet val top-1 (train.select_best, as the reference selects it).
 Evaluation, BN set per data set as the reference's test script: ImageNet val (resize 256 + crop 224) clean;
 ImageNet-C (TFDS imagenet2012_corrupted, center crop 224) clean; Stylized-ImageNet val (center crop 224) and
 ImageNet-Sketch (resize 256 + crop 224) adv; ImageNet-Instagram (resize 256 + crop 224; mean top-1 over its
@@ -37,8 +38,9 @@ def get_config(arg=None):
     c.method.advbn.update(cut=1, group_size=64, clamp=True, steps=6, step_size=0.2, eps=1.1)
     c.optim.update(name="sgd", lr=1e-3, momentum=0.9, weight_decay=1e-4, schedule="piecewise", decay_epochs=(10,),
                    decay_factor=0.1)
-    c.train.update(batch_size=256, epochs=20, log_every=100, eval_every=5000, eval_suite="clean",
-                   eval_examples=10000, checkpoint_every=1000)
+    # model selection as the reference: clean-BN top-1 on all of ImageNet val after every epoch (5,004 steps)
+    c.train.update(batch_size=256, epochs=20, log_every=100, eval_every=5004, eval_suite="clean",
+                   eval_examples=0, checkpoint_every=1000, select_best="clean")
     c.eval.update(batch_size=250, suite="clean,corrupted_tfds,shift_sets", bn="clean")
     c.eval.corruptions.update(tfds_preprocess="center_crop")
     c.eval.shift_sets = ml_collections.ConfigDict(dict(
@@ -52,4 +54,5 @@ def get_config(arg=None):
         c.model.init_from = ""
         c.method.advbn.update(group_size=4, steps=2)
         c.data.update(eval_split="test", image_size=56)
+        c.train.update(eval_every=1, eval_examples=8)
     return common.lock(c)

@@ -1,4 +1,5 @@
-"""Orbax checkpoints of the TrainState in `workdir/checkpoints`, restored automatically on start."""
+"""Orbax checkpoints of the TrainState in `workdir/checkpoints`, restored automatically on start (and, with
+`train.select_best`, the best one so far in `workdir/best_checkpoint`: see `robust_jax.best_checkpoint`)."""
 from __future__ import annotations
 
 import os
@@ -12,8 +13,8 @@ from robust_jax.models import variables_io
 
 
 class Checkpoints:
-    def __init__(self, workdir: str, *, keep: int = 2):
-        self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    def __init__(self, workdir: str, *, keep: int = 2, name: str = "checkpoints"):
+        self.directory = os.path.join(os.path.abspath(workdir), name)
         self.manager = ocp.CheckpointManager(
             self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
             item_handlers=ocp.StandardCheckpointHandler())  # registered up front: item_metadata needs it

@@ -14,7 +14,7 @@ import os
 import jax
 
 from robust_jax import builders, data, parallel
-from robust_jax.checkpoint import Checkpoints
+from robust_jax.best_checkpoint import weights_checkpoints
 from robust_jax.evaluation import shift_sets
 from robust_jax.evaluation.attack_eval import EVALUATORS, make_eval_step  # noqa: F401  (public names)
 from robust_jax.evaluation.report import make_report, write_report  # noqa: F401
@@ -25,11 +25,12 @@ from robust_jax.models import variables_io
 
 def load_eval_variables(config, workdir, run):
     """Variables to evaluate: `eval.checkpoint` (a variables file, e.g. converted from PyTorch) when
-    set, else the latest training checkpoint in `workdir`. Returns (variables, description)."""
+    set, else the training checkpoint of `workdir` (its best one with `train.select_best`, else the latest).
+    Returns (variables, description)."""
     if config.eval.get("checkpoint"):
         template = jax.eval_shape(lambda: run.state.eval_variables(use_ema=False))
         return variables_io.load_variables(config.eval.checkpoint, template), config.eval.checkpoint
-    ckpts = Checkpoints(workdir)
+    ckpts = weights_checkpoints(workdir)
     if ckpts.latest_step() is None:
         raise FileNotFoundError(f"no checkpoint in {ckpts.directory} and no eval.checkpoint set: train first "
                                 "(--mode train) or point --config.eval.checkpoint at a variables file")

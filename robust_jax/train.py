@@ -3,7 +3,9 @@
 It builds the run from the config, resumes from the latest checkpoint in `workdir/checkpoints` if
 there is one (the data stream is a function of the step, so an interrupted run continues to the same
 result), trains with a progress bar, logs metrics to `metrics.jsonl` and TensorBoard at log steps only,
-evaluates periodically, checkpoints, and finally evaluates the configured suite into a report.
+evaluates periodically, checkpoints, and finally evaluates the configured suite into a report — on the
+last state, or with `train.select_best=<metric>` on the state the periodic evaluation scored best
+(`robust_jax.best_checkpoint`; the last state is evaluated too before choosing).
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import jax
 
 from robust_jax import builders, data, evaluate, loop, methods, parallel
 from robust_jax import state as state_lib
+from robust_jax.best_checkpoint import BestCheckpoint, read_record, record_path
 from robust_jax.checkpoint import Checkpoints
 from robust_jax.evaluation import shift_sets
 from robust_jax.loop import NonFiniteError  # noqa: F401  (raised by the loop; importable from here)
@@ -25,11 +28,15 @@ def train_and_evaluate(config, workdir: str) -> dict:
     if config.method.name == "vqgan":
         from robust_jax.vqgan_training import train_vqgan
 
+        if config.train.get("select_best"):
+            raise ValueError("train.select_best is for classifiers; a VQGAN run keeps its last state")
+
         return train_vqgan(config, workdir)
     parallel.initialize_distributed()
     mesh = parallel.make_mesh()
     run = builders.build_run(config, mesh)
     method = methods.get(config.method, run.model, run.num_classes)
+    best = _best_checkpoint(config, workdir)
     ckpts = Checkpoints(workdir, keep=config.train.get("keep_checkpoints", 2))
     state = ckpts.restore_or(run.state)
     start = int(state.step)
@@ -45,21 +52,46 @@ def train_and_evaluate(config, workdir: str) -> dict:
     use_ema = config.eval.get("use_ema", True)
 
     def periodic_eval(st):
-        return evaluate.run_suite(run.model, st.eval_variables(use_ema), config, mesh, suite=config.train.eval_suite,
-                                  num_examples=config.train.eval_examples, progress=False)
+        results = evaluate.run_suite(run.model, st.eval_variables(use_ema), config, mesh,
+                                     suite=config.train.eval_suite, num_examples=config.train.eval_examples,
+                                     progress=False)
+        if best is not None:
+            best.offer(st, results)
+        return results
 
     state = loop.fit(state, step_fn, batches, key=key, frozen=frozen, total_steps=run.total_steps,
                      steps_per_epoch=run.steps_per_epoch, schedule=run.schedule, ckpts=ckpts, writer=writer,
                      log_every=config.train.log_every, checkpoint_every=config.train.get("checkpoint_every", 0),
                      eval_every=config.train.get("eval_every", 0), evaluate=periodic_eval)
+    source = f"{ckpts.directory} (step {int(state.step)})"
+    if best is not None:  # the last state competes too (the loop's periodic evaluation skips the end)
+        last = periodic_eval(state)
+        writer.write(run.total_steps, {f"eval/{k}": v for k, v in last.items()})
+        state = best.restore_weights(state)
+        best.close()
+        source = (f"{best.directory} (step {int(state.step)}: best periodic {best.metric} "
+                  f"{100 * best.record['value']:.2f}%)")
     details = evaluate.run_suite_detailed(run.model, state.eval_variables(use_ema), config, mesh,
                                           suite=config.eval.suite, desc="final eval", num_classes=run.num_classes)
     results = details["accuracy"]
     writer.write(run.total_steps, {f"final/{k}": v for k, v in results.items()})
     writer.close()
-    report = evaluate.make_report(config, results, [], f"{ckpts.directory} (step {int(state.step)})", details)
+    report = evaluate.make_report(config, results, [], source, details)
     if jax.process_index() == 0:
         evaluate.write_report(report, workdir, examples=details["examples"],
                               class_names=shift_sets.class_names(data.source_for(config.data)))
         print(json.dumps({"final": {k: round(100 * v, 2) for k, v in results.items()}}))
     return report
+
+
+def _best_checkpoint(config, workdir: str):
+    """The `BestCheckpoint` for `train.select_best`, or None; a workdir that selected by a metric keeps it."""
+    metric = config.train.get("select_best", "")
+    if not metric:
+        if read_record(workdir) is not None:
+            raise ValueError(f"{workdir} keeps a best checkpoint ({record_path(workdir)}): resume it with "
+                             f"train.select_best={read_record(workdir)['metric']!r}, or use a new workdir")
+        return None
+    if not config.train.get("eval_every", 0):
+        raise ValueError(f"train.select_best={metric!r} chooses among periodic evaluations: set train.eval_every")
+    return BestCheckpoint(workdir, metric)

@@ -1,8 +1,8 @@
 """`config.model.init_from`: the variables a run starts from — a variables file or another run's workdir.
 
 * a `.msgpack` variables file (robust-jax-convert output, `variables_io.save_variables`);
-* a training workdir: the latest checkpoint's weights (its EMA parameters when that run kept them, which
-  is what its evaluation reported by default), whatever optimiser it used.
+* a training workdir: the weights its evaluation reported — the best checkpoint when it ran with
+  `train.select_best`, else the latest — (EMA parameters when that run kept them), whatever optimiser it used.
 
 Loading is strict. The one conversion done, and logged, is single BN -> dual BN: when the model is built with
 `dual_bn=True` and the source has one BatchNorm set, each BN is copied into both sets (`models.dual_bn`).
@@ -22,10 +22,10 @@ log = logging.getLogger(__name__)
 
 
 def read_workdir(workdir: str) -> dict:
-    """{'params': ..., <model_state collections>} of the latest checkpoint in `workdir` (EMA params if kept)."""
-    from robust_jax.checkpoint import Checkpoints
+    """{'params': ..., <model_state collections>} of `workdir`'s best or latest checkpoint (EMA params if kept)."""
+    from robust_jax.best_checkpoint import weights_checkpoints
 
-    ckpts = Checkpoints(workdir)
+    ckpts = weights_checkpoints(workdir)
     try:
         step = ckpts.latest_step()
         if step is None:
