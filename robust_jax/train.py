@@ -26,10 +26,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
     """Trains `config` in `workdir` (resuming if possible); returns the final evaluation report.
     VQGAN configs (`method.name == 'vqgan'`) go to `robust_jax.vqgan_training.train_vqgan`."""
     if config.method.name == "vqgan":
-        from robust_jax.vqgan_training import train_vqgan
-
         if config.train.get("select_best"):
             raise ValueError("train.select_best is for classifiers; a VQGAN run keeps its last state")
+        from robust_jax.vqgan_training import train_vqgan
 
         return train_vqgan(config, workdir)
     parallel.initialize_distributed()
@@ -88,9 +87,10 @@ def _best_checkpoint(config, workdir: str):
     """The `BestCheckpoint` for `train.select_best`, or None; a workdir that selected by a metric keeps it."""
     metric = config.train.get("select_best", "")
     if not metric:
-        if read_record(workdir) is not None:
+        record = read_record(workdir)
+        if record is not None:
             raise ValueError(f"{workdir} keeps a best checkpoint ({record_path(workdir)}): resume it with "
-                             f"train.select_best={read_record(workdir)['metric']!r}, or use a new workdir")
+                             f"train.select_best={record['metric']!r}, or use a new workdir")
         return None
     if not config.train.get("eval_every", 0):
         raise ValueError(f"train.select_best={metric!r} chooses among periodic evaluations: set train.eval_every")

@@ -176,14 +176,21 @@ def _final_state(config, workdir):
     return state
 
 
+def _join_two_processes():
+    """gloo collectives, then `jax.distributed` from the JAX_* variables (the run's own call is then a no-op)."""
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    from robust_jax import parallel
+
+    kind = parallel.initialize_distributed()
+    assert kind == "env" and jax.process_count() == 2, (kind, jax.process_count())
+
+
 def mode_train(out, workdir):
     """One process of a multi-process run: the real entry point, distributed init from JAX_* variables."""
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     written = _record_writes(workdir)
-    from robust_jax import parallel, train
+    _join_two_processes()
+    from robust_jax import train
 
-    kind = parallel.initialize_distributed()  # train_and_evaluate calls it too; then it is a no-op
-    assert kind == "env" and jax.process_count() == 2, (kind, jax.process_count())
     c = small_config()
     report = train.train_and_evaluate(c, workdir)
     state = _final_state(c, workdir)
@@ -230,10 +237,9 @@ def mode_reference(out, workdir):
 
 
 def mode_init_from(out, source):
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    _join_two_processes()
     from robust_jax import builders, parallel
 
-    parallel.initialize_distributed()
     c = advbn_config()
     c.model.init_from = source
     run = builders.build_run(c, parallel.make_mesh())

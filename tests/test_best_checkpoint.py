@@ -81,6 +81,12 @@ def test_an_interrupted_run_remembers_its_best(tmp_path, monkeypatch):
 
 
 def test_select_best_errors_are_explained(tmp_path, monkeypatch):
+    from configs import vqgan_digits
+
+    vqgan = vqgan_digits.get_config("smoke")
+    vqgan.train.select_best = "clean"
+    with pytest.raises(ValueError, match="for classifiers; a VQGAN run keeps its last state"):
+        train.train_and_evaluate(vqgan, str(tmp_path / "vq"))
     with pytest.raises(ValueError, match="set train.eval_every"):
         train.train_and_evaluate(select_config(eval_every=0), str(tmp_path / "a"))
     with pytest.raises(KeyError, match=r"'pgd-3' is not among the periodic evaluation's results \['clean'\]"):

@@ -17,6 +17,7 @@ import pytest
 from configs import default
 from robust_jax import builders, methods, parallel
 from robust_jax import state as state_lib
+from parallel_worker import flat  # tests/ is on sys.path (no __init__.py); the workers' own flattening
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, "tests", "parallel_worker.py")
@@ -248,8 +249,7 @@ def test_two_processes_start_from_a_one_process_checkpoint(tmp_path):
                        "JAX_PROCESS_ID": str(i)}) for i in range(2)], timeout=120)
     p0, p1 = (dict(np.load(tmp_path / f"init_from_{i}.npz")) for i in range(2))
     _assert_trees_close(p0, p1, rtol=0, atol=0)
-    want = {jax.tree_util.keystr(path): np.asarray(v) for path, v in jax.tree_util.tree_flatten_with_path(
-        jax.device_get({"params": source.state.params, "model_state": source.state.model_state}))[0]}
+    want = flat({"params": source.state.params, "model_state": source.state.model_state})
     for k, v in p0.items():  # ['params']['layer2']['bn']['adv']['scale'] <- ['params']['layer2']['bn']['scale']
         src = k.replace("['clean']", "").replace("['adv']", "")
         np.testing.assert_array_equal(v, want[src], err_msg=k)
