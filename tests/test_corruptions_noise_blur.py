@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from robust_jax.data.corruptions import filters as F
+from robust_jax.corruptions import filters as F
 
 
 def _images(size, n=2, seed=0):
@@ -98,7 +98,7 @@ def test_zoom_taps_equal_scipy_zoom_of_the_centre_crop():
     """zoom_blur's two-tap tables reproduce clipped_zoom (crop + scipy.ndimage.zoom order 1 + first n)
     exactly, also at odd and ImageNet sizes the image tests do not reach."""
     ndi = pytest.importorskip("scipy.ndimage")
-    from robust_jax.data.corruptions import blur
+    from robust_jax.corruptions import blur
     for n in (16, 37, 224):
         for severity in (1, 5):
             for z in blur.zoom_factors(severity):
@@ -129,7 +129,7 @@ def _assert_close_levels(got, ref, name, severity, mean_bound=0.005):
 @pytest.mark.parametrize("name", ["defocus_blur", "gaussian_blur", "zoom_blur"])
 def test_deterministic_blurs_match_reference(name):
     ic = pytest.importorskip("imagecorruptions")
-    from robust_jax.data.corruptions import corrupt
+    from robust_jax.corruptions import corrupt
     for size in (32, 64):
         imgs = _images(size, 2)
         x = jnp.asarray(np.stack(imgs) / 255.0, jnp.float32)
@@ -181,7 +181,7 @@ def _sequential_copy_shuffle(x, offsets, max_delta):
 
 def test_glass_shuffle_equals_reference_numba_loop_and_sequential_copies():
     R = pytest.importorskip("imagecorruptions.corruptions")
-    from robust_jax.data.corruptions import blur
+    from robust_jax.corruptions import blur
 
     def shuffle(x, offsets, m):
         h, w, c = x.shape
@@ -205,7 +205,7 @@ def test_glass_shuffle_equals_reference_numba_loop_and_sequential_copies():
 
 def test_glass_blur_matches_reference_with_replayed_draws():
     ic = pytest.importorskip("imagecorruptions")
-    from robust_jax.data.corruptions import blur
+    from robust_jax.corruptions import blur
     core = jax.jit(blur.glass_blur_core, static_argnums=2)
     for size, severities in ((32, range(1, 6)), (64, (5,))):
         img = _images(size, 1, seed=size)[0]
@@ -219,7 +219,7 @@ def test_glass_blur_matches_reference_with_replayed_draws():
 
 def test_motion_blur_matches_reference_with_replayed_angle():
     ic = pytest.importorskip("imagecorruptions")
-    from robust_jax.data.corruptions import blur
+    from robust_jax.corruptions import blur
     core = jax.jit(blur.motion_blur_core, static_argnums=2)
     for size in (32, 64):
         img = _images(size, 1, seed=size)[0]
@@ -236,7 +236,7 @@ def test_motion_blur_matches_reference_with_replayed_angle():
 
 def test_noise_cores_match_reference_with_replayed_draws():
     ic = pytest.importorskip("imagecorruptions")
-    from robust_jax.data.corruptions import noise as N
+    from robust_jax.corruptions import noise as N
     img = _images(64, 1, seed=3)[0]
     x = img / 255.0
     f32 = lambda a: jnp.asarray(a, jnp.float32)
@@ -276,7 +276,7 @@ def test_random_corruptions_change_images_as_much_as_reference(name, draws, boun
     """Mean |corrupted - clean| over 3 images x `draws` draws within `bound` (relative) of the
     reference's, at severities 1, 3 and 5 (1 and 5 for glass; all draws seeded: deterministic)."""
     ic = pytest.importorskip("imagecorruptions")
-    from robust_jax.data.corruptions import corrupt
+    from robust_jax.corruptions import corrupt
     imgs = _images(64, 3)
     x = jnp.asarray(np.repeat(np.stack(imgs), draws, 0) / 255.0, jnp.float32)
     clean = np.asarray(x, np.float64)
@@ -295,7 +295,7 @@ def test_random_corruptions_change_images_as_much_as_reference(name, draws, boun
 def test_corrupt_jits_on_small_and_grey_batches():
     """Every noise/blur corruption jits on a 16-px batch (below the reference's 32-px minimum), stays on
     the uint8 grid in [0,1], corrupts each image with its own draws, and works on grey images."""
-    from robust_jax.data.corruptions import blur, corrupt, noise
+    from robust_jax.corruptions import blur, corrupt, noise
     img = _images(16, 1)[0] / 255.0
     x = jnp.asarray(np.stack([img, img]), jnp.float32)
     names = list(noise.CORRUPTIONS) + list(blur.CORRUPTIONS)

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from robust_jax.data.corruptions import (
+from robust_jax.corruptions import (
     corrupt,
     elastic,
     frost_textures,

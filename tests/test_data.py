@@ -9,24 +9,25 @@ import textwrap
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
 
 from robust_jax import data, parallel
-from robust_jax.data import augment, mix, sources
+from robust_jax import mixing as mix
+from robust_jax.data import augment, sources
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def make_cfg(name, **kw):
-    c = dict(name=name, train_split="train", eval_split="test", num_classes=0, image_size=0,
-             train_augment="none", eval_preprocess="none", crop_padding=4, shuffle_buffer=50_000,
-             cache=True, data_dir="")
-    c.update(kw)
-    return ml_collections.ConfigDict(c)
+    """The `config.data` block of `configs.common.base()` with `name` and `kw` set."""
+    from configs import common
+
+    c = common.base().data
+    c.update(dict(name=name, **kw))
+    return c
 
 
 @pytest.fixture(scope="module")
@@ -456,12 +457,13 @@ def test_mix_batch():
 
 def test_four_devices_subprocess():
     script = textwrap.dedent("""
-        import jax, ml_collections, numpy as np
+        import jax, numpy as np
+        from configs import common
         from robust_jax import data, parallel
         assert jax.device_count() == 4, jax.devices()
         mesh = parallel.make_mesh()
-        cfg = ml_collections.ConfigDict(dict(name="digits", train_split="train", eval_split="test",
-                                             train_augment="crop", eval_preprocess="none", crop_padding=2))
+        cfg = common.base().data
+        cfg.update(dict(name="digits", train_augment="crop", crop_padding=2))
         b = next(data.train_batches(cfg, global_batch_size=16, mesh=mesh, seed=0))
         for v in b.values():
             assert len(v.sharding.device_set) == 4, v.sharding
@@ -495,8 +497,7 @@ def test_eval_subset_spread_takes_every_kth_example_and_first_takes_the_head():
     from robust_jax import data as data_lib
     from robust_jax import parallel
 
-    cfg = ml_collections.ConfigDict(dict(name="digits", eval_preprocess="none", image_size=0, data_dir="",
-                                         cache=True, eval_subset="spread"))
+    cfg = make_cfg("digits", eval_subset="spread")
     mesh = parallel.make_mesh()
     full = np.concatenate([b["label"] for b in data_lib.eval_batches(cfg, "test", global_batch_size=400, mesh=mesh)[0]])
     n = data_lib.source_for(cfg).split("test").num_examples

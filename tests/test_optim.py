@@ -1,15 +1,14 @@
 """Learning-rate schedules: warm-up start and cosine floor (the DeiT/timm recipe's warmup_lr and min_lr)."""
-import ml_collections
 import numpy as np
 import pytest
 
+from configs import common
 from robust_jax import optim
 
 
 def _cfg(**kw):
-    c = ml_collections.ConfigDict(dict(schedule="cosine", lr=1e-3, warmup_epochs=0.0, decay_epochs=(),
-                                       decay_factor=0.1, warmup_init_lr=0.0, min_lr=0.0))
-    c.update(kw)
+    c = common.base().optim
+    c.update(dict(dict(schedule="cosine", lr=1e-3), **kw))
     return c
 
 

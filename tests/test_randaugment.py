@@ -2,11 +2,11 @@
 random draws, and the resumable tf.data stream with them on."""
 import math
 
-import ml_collections
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from configs import common
 from robust_jax import data, parallel
 from robust_jax.data import random_erasing, randaugment
 
@@ -108,10 +108,9 @@ def test_train_stream_with_both_is_reproducible_after_a_restart(tmp_path):
     path = tmp_path / "rgb.npz"
     np.savez(path, x_train=rng.integers(0, 256, (24, 32, 32, 3), dtype=np.uint8), y_train=np.arange(24) % 10,
              x_test=rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8), y_test=np.arange(4))
-    cfg = ml_collections.ConfigDict(dict(name=f"npz:{path}", train_split="train", eval_split="test", num_classes=0,
-                                         image_size=32, train_augment="crop_flip", eval_preprocess="none",
-                                         crop_padding=4, shuffle_buffer=100, cache=True, data_dir="",
-                                         randaugment="rand-m9-mstd0.5-inc1", random_erasing=0.25))
+    cfg = common.base().data
+    cfg.update(dict(name=f"npz:{path}", image_size=32, train_augment="crop_flip", shuffle_buffer=100,
+                    randaugment="rand-m9-mstd0.5-inc1", random_erasing=0.25))
     mesh = parallel.make_mesh()
     norm = ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
     full = data.train_batches(cfg, global_batch_size=8, mesh=mesh, seed=3, normalization=norm)

@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from robust_jax.data.corruptions import filters
+from robust_jax.corruptions import filters
 
 SPATTER = ((0.65, 0.3, 4, 0.69, 0.6, 0),
            (0.65, 0.3, 3, 0.68, 0.6, 0),

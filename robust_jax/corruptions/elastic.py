@@ -15,7 +15,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from robust_jax.data.corruptions import filters, resample
+from robust_jax.corruptions import filters, resample
 
 ALPHA = tuple(250 * a for a in (0.05, 0.065, 0.085, 0.1, 0.12))
 

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from robust_jax.data.corruptions import filters
+from robust_jax.corruptions import filters
 
 DEFOCUS = ((3, 0.1), (4, 0.5), (6, 0.5), (8, 0.5), (10, 0.5))  # (disk radius, alias blur)
 GAUSSIAN_SIGMA = (1, 2, 3, 4, 6)

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from robust_jax.data.corruptions import resample
-from robust_jax.data.corruptions.elastic import elastic_transform
-from robust_jax.data.corruptions.jpeg import jpeg_compression
+from robust_jax.corruptions import resample
+from robust_jax.corruptions.elastic import elastic_transform
+from robust_jax.corruptions.jpeg import jpeg_compression
 
 BRIGHTNESS = (0.1, 0.2, 0.3, 0.4, 0.5)
 CONTRAST = (0.4, 0.3, 0.2, 0.1, 0.05)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from robust_jax.data.corruptions import resample
+from robust_jax.corruptions import resample
 
 FILENAMES = ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg", "frost6.jpg")
 ENV_VAR = "ROBUST_JAX_FROST_DIR"

@@ -1,8 +1,11 @@
 """Batch-level augmentations that run inside the jitted step: mixup, cutmix, label smoothing.
 
-They return soft targets [B, K]; `attacks.losses.cross_entropy` accepts them directly.
+They return soft targets [B, K]; `attacks.losses.cross_entropy` accepts them directly. `BatchMixing`
+holds the settings, as the losses of `robust_jax.methods` take them.
 """
 from __future__ import annotations
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -56,3 +59,20 @@ def mix_batch(key, x, labels, *, num_classes: int, mixup_alpha: float = 0.0, cut
     if cutmix_alpha:
         return cutmix(k_mix, x, targets, cutmix_alpha)
     return x, targets
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchMixing:
+    """Settings of `mix_batch`: `BatchMixing(num_classes=10, mixup_alpha=0.2)(key, x, labels)`."""
+
+    num_classes: int
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    label_smoothing: float = 0.0
+
+    def __call__(self, key, x, labels):
+        return mix_batch(key, x, labels, num_classes=self.num_classes, mixup_alpha=self.mixup_alpha,
+                         cutmix_alpha=self.cutmix_alpha, label_smoothing=self.label_smoothing)
+
+
+CONFIG = {f.name: f.default for f in dataclasses.fields(BatchMixing) if f.name != "num_classes"}

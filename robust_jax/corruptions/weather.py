@@ -17,8 +17,8 @@ import math
 import jax
 import jax.numpy as jnp
 
-from robust_jax.data.corruptions import filters, frost_textures, resample
-from robust_jax.data.corruptions.spatter import spatter
+from robust_jax.corruptions import filters, frost_textures, resample
+from robust_jax.corruptions.spatter import spatter
 
 # ------------------------------------------------------------------------------------------------ fog
 FOG = ((1.5, 2.0), (2.0, 2.0), (2.5, 1.7), (2.5, 1.5), (3.0, 1.4))
