@@ -3,8 +3,8 @@
     python main.py --config configs/default.py --workdir runs/default [--mode train|eval]
     python main.py --config configs/cifar10_pgd_at.py:smoke --config.train.batch_size=64 ...
 
-The work lives in `robust_jax.train.train_and_evaluate` and `robust_jax.evaluate.evaluate`, which
-notebooks call directly.
+The work lives in `robust_jax.trainers` (classifiers: `robust_jax.train.train_and_evaluate` and
+`robust_jax.evaluate.evaluate`, which notebooks call directly).
 """
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -22,12 +22,12 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if FLAGS["verbosity"].using_default_value:
         logging.set_verbosity(logging.WARNING)  # keep orbax's INFO lines off the console
-    from robust_jax import evaluate, train
+    from robust_jax import trainers
 
     if FLAGS.mode == "train":
-        train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+        trainers.train_and_evaluate(FLAGS.config, FLAGS.workdir)
     else:
-        evaluate.evaluate(FLAGS.config, FLAGS.workdir)
+        trainers.evaluate(FLAGS.config, FLAGS.workdir)
 
 
 if __name__ == "__main__":

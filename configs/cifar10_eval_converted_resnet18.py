@@ -36,7 +36,7 @@ from configs import common
 
 
 def get_config(arg=None):
-    args = set((arg or "").split(","))
+    args = common.parse_args(arg, ('full', 'smoke'), config=__name__)
     c = common.base()
     c.data.update(name="cifar10", num_classes=10, image_size=32, train_augment="crop_flip")
     c.model.update(name="resnet18", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))

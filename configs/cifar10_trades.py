@@ -14,7 +14,7 @@ from configs import common
 
 
 def get_config(arg=None):
-    args = set((arg or "").split(","))
+    args = common.parse_args(arg, ('smoke',), config=__name__)
     c = common.base()
     c.data.update(name="cifar10", num_classes=10, image_size=32, train_augment="crop_flip", crop_padding=4)
     # The reference feeds raw [0,1] pixels to the network (no normalisation layer).

@@ -1,9 +1,13 @@
 """Field layout shared by every config; recipes override values, never add ad-hoc keys.
 
 Each recipe file calls `base()` and sets what differs, then `lock()`s the result so that a typo in
-`--config.field=value` is an error.
+`--config.field=value` is an error. `config.method` is composed of the blocks the methods declare next to
+their losses (`robust_jax.methods.config_defaults()`); recipe arguments (`file.py:arg1,arg2`) are parsed
+strictly by `parse_args`.
 """
 import ml_collections
+
+from robust_jax import methods
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2471, 0.2435, 0.2616)
@@ -12,12 +16,23 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def attack(**kw):
-    """The attack a method trains against (pgd keyword arguments + the model mode it sees).
-    random_start: 'uniform' (in the eps-ball), 'normal' (x + 0.001 N(0,I), TRADES/MART) or 'none'."""
-    a = ml_collections.ConfigDict(dict(norm="linf", eps=8 / 255, step_size=2 / 255, steps=10, loss="ce",
-                                       random_start="uniform", train_mode=False))
+    """The attack a method trains against (`robust_jax.methods.PGDAttack`'s fields: pgd keyword arguments +
+    the model mode it sees); random_start: 'uniform' (in the eps-ball), 'normal' (x + 0.001 N(0,I),
+    TRADES/MART) or 'none'."""
+    a = ml_collections.ConfigDict(methods.config_defaults()["attack"])
     a.update(kw)
     return a
+
+
+def parse_args(arg, known, *, config: str):
+    """The set of comma-separated recipe arguments in `arg` ('' or None: none); an argument that is not in
+    `known` is an error naming the known ones (a typo such as ':smok' must not run the full recipe)."""
+    args = {a.strip() for a in (arg or "").split(",") if a.strip()}
+    unknown = sorted(args - set(known))
+    if unknown:
+        raise ValueError(f"{config}: unknown config argument(s) {', '.join(map(repr, unknown))}; known: "
+                         f"{', '.join(sorted(known)) or 'none'}")
+    return args
 
 
 def base():
@@ -36,20 +51,9 @@ def base():
     #   a dual-BN model).
     c.model = dict(name="small_cnn", mean=(0.5,), std=(0.5,), init_from="", kwargs=ml_collections.ConfigDict(),
                    bn="sync", dtype="float32")
-    # vqgan (DAT): checkpoint = a VQGAN training workdir (configs/vqgan_*.py) or a converted .msgpack file;
-    #   name/kwargs = the architecture of a .msgpack file (robust_jax.models.vqgan.CONFIGS, e.g.
-    #   'openimages_f8_16384'). dat: variant 'reference' (attack Q(x), train on Q(Q(x)+delta), as easyrobust)
-    #   or 'paper' (train on Q(x+delta), straight-through gradients at Q); start_prob: probability of the
-    #   random start, drawn once per batch.
-    c.method = dict(name="standard", attack=attack(), beta=6.0, label_smoothing=0.0, mixup_alpha=0.0,
-                    cutmix_alpha=0.0,
-                    vqgan=dict(checkpoint="", name="", kwargs=ml_collections.ConfigDict()),
-                    dat=dict(variant="reference", start_prob=0.8),
-                    advbn=dict(cut=1, group_size=64, clamp=True, steps=6, step_size=0.2, eps=1.1))
-    # advbn (method 'advbn', dual-BN staged models): cut = the stage after which the AdvBN layer sits (1 =
-    #   after ResNet-50's layer1); group_size = examples per statistics/perturbation group (the reference's
-    #   per-GPU batch, 64; 0 = the whole batch); clamp = max(., 0) after the layer (post-ReLU features);
-    #   steps/step_size/eps = the sign-ascent attack on the factors, box [1 - eps, 1 + eps].
+    # method: `name` and the fields of every method's block, declared next to its loss (methods/<name>.py:
+    #   attack, beta, mixup_alpha/cutmix_alpha/label_smoothing, vqgan + dat (DAT), advbn (AdvBN)).
+    c.method = dict(name="standard", **methods.config_defaults())
     c.optim = dict(name="sgd", lr=0.1, momentum=0.9, nesterov=False, weight_decay=5e-4, weight_decay_on="all",
                    schedule="piecewise", decay_epochs=(), decay_factor=0.1, warmup_epochs=0.0, grad_clip=0.0,
                    ema_decay=0.0, b1=0.9, b2=0.999, warmup_init_lr=0.0, min_lr=0.0)

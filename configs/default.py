@@ -15,7 +15,7 @@ from configs import common
 
 
 def get_config(arg=None):
-    args = set((arg or "").split(","))
+    args = common.parse_args(arg, ('standard', 'smoke'), config=__name__)
     c = common.base()
     c.data.update(name="digits", num_classes=10, image_size=16, train_augment="crop", crop_padding=2)
     c.model.update(name="small_cnn", mean=(0.5,), std=(0.5,))

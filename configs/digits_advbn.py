@@ -2,7 +2,7 @@
 
     python main.py --config configs/digits_dat.py:standard --workdir runs/digits_standard    # the start
     python main.py --config configs/digits_advbn.py --workdir runs/digits_advbn
-    python -m robust_jax.evaluation.compare runs/digits_standard runs/digits_advbn --output runs/advbn_vs_standard
+    python -m robust_jax.tools.compare runs/digits_standard runs/digits_advbn --output runs/advbn_vs_standard
 
 The small CNN (stem, layer1, layer2, classifier) with dual BatchNorm, initialised from the standard run's
 latest checkpoint (each BN copied into both sets). AdvBN after layer1 (cut 1, 64 channels, post-ReLU),
@@ -23,7 +23,7 @@ from configs.digits_dat import CORRUPTIONS
 
 
 def get_config(arg=None):
-    args = set((arg or "").split(","))
+    args = common.parse_args(arg, ('smoke',), config=__name__)
     c = common.base()
     c.data.update(name="digits", num_classes=10, image_size=16, train_augment="crop", crop_padding=2)
     c.model.update(name="small_cnn", mean=(0.5,), std=(0.5,), init_from="runs/digits_standard",

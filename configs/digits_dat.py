@@ -3,7 +3,7 @@
     python main.py --config configs/vqgan_digits.py --workdir runs/vqgan_digits          # the VQGAN
     python main.py --config configs/digits_dat.py --workdir runs/digits_dat               # DAT
     python main.py --config configs/digits_dat.py:standard --workdir runs/digits_standard # baseline
-    python -m robust_jax.evaluation.compare runs/digits_standard runs/digits_dat --output runs/dat_vs_standard
+    python -m robust_jax.tools.compare runs/digits_standard runs/digits_dat --output runs/dat_vs_standard
 
 The small CNN of configs/default.py with its optimiser (SGD, cosine, 30 epochs, batch 64). DAT as the
 reference runs it: clean loss + loss on Q(Q(x) + delta), one-step L2 attack with eps = step = 0.1 (the
@@ -23,7 +23,7 @@ CORRUPTIONS = ("gaussian_noise,shot_noise,impulse_noise,defocus_blur,glass_blur,
 
 
 def get_config(arg=None):
-    args = set((arg or "").split(","))
+    args = common.parse_args(arg, ('standard', 'paper', 'smoke'), config=__name__)
     c = common.base()
     c.data.update(name="digits", num_classes=10, image_size=16, train_augment="crop", crop_padding=2)
     c.model.update(name="small_cnn", mean=(0.5,), std=(0.5,))

@@ -29,7 +29,7 @@ from configs import common
 
 
 def get_config(arg=None):
-    args = set((arg or "").split(","))
+    args = common.parse_args(arg, ('smoke',), config=__name__)
     c = common.base()
     common.imagenet(c)
     c.model.update(name="resnet50", init_from="weights/resnet50_tv_v1.msgpack", bn="sync",

@@ -22,7 +22,7 @@ from configs import common
 
 
 def get_config(arg=None):
-    args = set((arg or "").split(","))
+    args = common.parse_args(arg, ('smoke',), config=__name__)
     c = common.base()
     common.imagenet(c, randaugment="rand-m9-mstd0.5-inc1", random_erasing=0.25)
     c.model.update(name="vit_b16", dtype="bfloat16", kwargs={"drop_path_rate": 0.25})

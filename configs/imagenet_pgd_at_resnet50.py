@@ -14,7 +14,7 @@ from configs import common
 
 
 def get_config(arg=None):
-    args = set((arg or "").split(","))
+    args = common.parse_args(arg, ('smoke',), config=__name__)
     c = common.base()
     common.imagenet(c)
     c.model.name = "resnet50"

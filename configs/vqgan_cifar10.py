@@ -17,7 +17,7 @@ from configs import common
 
 
 def get_config(arg=None):
-    args = set((arg or "").split(","))
+    args = common.parse_args(arg, ('smoke',), config=__name__)
     c = common.base()
     c.data.update(name="cifar10", num_classes=10, image_size=32, train_augment="flip")
     c.method.name = "vqgan"

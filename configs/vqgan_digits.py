@@ -14,7 +14,7 @@ from configs import common
 
 
 def get_config(arg=None):
-    args = set((arg or "").split(","))
+    args = common.parse_args(arg, ('smoke',), config=__name__)
     c = common.base()
     c.data.update(name="digits", num_classes=10, image_size=16, train_augment="none")
     c.method.name = "vqgan"

@@ -37,11 +37,11 @@ def compute_dtype(name: str):
 def build_model(config, num_classes: int):
     """The configured model; `model.bn` and `model.dtype` become its `bn_group_size` and `dtype` fields."""
     m = config.model
-    kwargs = dict(m.get("kwargs", {}))
+    kwargs = dict(m.kwargs)
     for key, field in (("bn_group_size", "model.bn='ghost:N'"), ("dtype", "model.dtype")):
         if key in kwargs:
             raise ValueError(f"config.model.kwargs.{key} is not allowed: set config.{field} instead")
-    group, dtype = bn_group_size(m.get("bn", "sync")), compute_dtype(m.get("dtype", "float32"))
+    group, dtype = bn_group_size(m.bn), compute_dtype(m.dtype)
     # Only non-defaults are passed, so models without BatchNorm or dtype fields build as before.
     if group is not None:
         kwargs["bn_group_size"] = group
@@ -51,14 +51,14 @@ def build_model(config, num_classes: int):
         return models.get(m.name, num_classes=num_classes, mean=tuple(m.mean), std=tuple(m.std), **kwargs)
     except TypeError as e:
         if "bn_group_size" in str(e) or "dtype" in str(e):
-            raise ValueError(f"model {m.name!r} does not support model.bn={m.get('bn')!r} / "
-                             f"model.dtype={m.get('dtype')!r}: {e}") from e
+            raise ValueError(f"model {m.name!r} does not support model.bn={m.bn!r} / "
+                             f"model.dtype={m.dtype!r}: {e}") from e
         raise
 
 
 def check_bn_groups(config) -> None:
     """Ghost groups must tile the per-step global batch (`train.batch_size`)."""
-    group, batch = bn_group_size(config.model.get("bn", "sync")), config.train.batch_size
+    group, batch = bn_group_size(config.model.bn), config.train.batch_size
     if group is not None and batch % group:
         raise ValueError(f"config.model.bn={config.model.bn!r}: the group size {group} must divide the global "
                          f"batch train.batch_size={batch}")
@@ -69,7 +69,7 @@ def init_variables(model, config, key, image_shape):
     single BN expanded to dual BN: `models.init_source`)."""
     x = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
     init = lambda k: model.init(k, x, train=False)
-    if config.model.get("init_from"):
+    if config.model.init_from:
         return init_source.load(config.model.init_from, jax.eval_shape(init, key))
     return jax.jit(init)(key)
 
@@ -93,11 +93,11 @@ def build_run(config, mesh) -> Run:
     image_shape = data.example_shape(config.data)
     num_classes = source.num_classes
     spe = data.steps_per_epoch(config.data, config.train.batch_size)
-    total = config.train.get("num_steps") or int(round(config.train.epochs * spe))
+    total = config.train.num_steps or int(round(config.train.epochs * spe))
     model = build_model(config, num_classes)
     variables = init_variables(model, config, jax.random.key(config.seed), image_shape)
     schedule = optim.make_schedule(config.optim, steps_per_epoch=spe, total_steps=total)
     trainable = methods.trainable_mask(config.method, model, variables, image_shape)
     tx = optim.make_optimizer(config.optim, schedule, variables["params"], trainable=trainable)
-    state = state_lib.create(variables, tx, ema=bool(config.optim.get("ema_decay", 0.0)))
+    state = state_lib.create(variables, tx, ema=bool(config.optim.ema_decay))
     return Run(model, tx, schedule, parallel.shard_state(state, mesh), num_classes, image_shape, spe, total)

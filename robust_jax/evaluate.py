@@ -27,7 +27,7 @@ def load_eval_variables(config, workdir, run):
     """Variables to evaluate: `eval.checkpoint` (a variables file, e.g. converted from PyTorch) when
     set, else the training checkpoint of `workdir` (its best one with `train.select_best`, else the latest).
     Returns (variables, description)."""
-    if config.eval.get("checkpoint"):
+    if config.eval.checkpoint:
         template = jax.eval_shape(lambda: run.state.eval_variables(use_ema=False))
         return variables_io.load_variables(config.eval.checkpoint, template), config.eval.checkpoint
     ckpts = weights_checkpoints(workdir)
@@ -36,36 +36,31 @@ def load_eval_variables(config, workdir, run):
                                 "(--mode train) or point --config.eval.checkpoint at a variables file")
     state = ckpts.restore_weights(run.state)
     ckpts.close()
-    return state.eval_variables(config.eval.get("use_ema", True)), f"{ckpts.directory} (step {int(state.step)})"
+    return state.eval_variables(config.eval.use_ema), f"{ckpts.directory} (step {int(state.step)})"
 
 
 def variables_id(config, source: str) -> str:
     """What identifies the evaluated weights for resuming: the checkpoint (with its step), or the variables
     file with its size and modification time (a re-converted file starts a fresh evaluation)."""
-    path = config.eval.get("checkpoint")
+    path = config.eval.checkpoint
     if path:
         st = os.stat(path)
         return f"{os.path.abspath(path)} size={st.st_size} mtime_ns={st.st_mtime_ns}"
-    return f"{source} ema={bool(config.eval.get('use_ema', True))}"
+    return f"{source} ema={bool(config.eval.use_ema)}"
 
 
 def evaluate(config, workdir: str) -> dict:
-    """Runs the configured suite (and eps curve), resuming from `workdir/eval/`, and writes the report.
-    VQGAN configs (`method.name == 'vqgan'`) re-write their reconstruction report instead."""
-    if config.method.name == "vqgan":
-        from robust_jax.vqgan_training import evaluate_vqgan
-
-        return evaluate_vqgan(config, workdir)
+    """Runs the configured suite (and eps curve), resuming from `workdir/eval/`, and writes the report."""
     parallel.initialize_distributed()
     mesh = parallel.make_mesh()
     run = builders.build_run(config, mesh)
     variables, source = load_eval_variables(config, workdir, run)
     variables = parallel.replicate(variables, mesh)
-    store_root = os.path.join(workdir, "eval") if config.eval.get("resume", True) else None
+    store_root = os.path.join(workdir, "eval") if config.eval.resume else None
     common = dict(store_root=store_root, variables_id=variables_id(config, source), num_classes=run.num_classes)
     details = run_suite_detailed(run.model, variables, config, mesh, suite=config.eval.suite, **common)
     curve = []
-    for eps in config.eval.get("curve_eps", ()):
+    for eps in config.eval.curve_eps:
         acc = run_suite_detailed(run.model, variables, config, mesh, suite=config.eval.curve_attack, eps=eps,
                                  desc=f"eps={eps:.4g}", **common)["accuracy"]
         curve.append((float(eps), acc[config.eval.curve_attack]))

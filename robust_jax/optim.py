@@ -16,14 +16,14 @@ def make_schedule(cfg, *, steps_per_epoch: int, total_steps: int):
     `warmup_epochs` prepends a linear warm-up from `warmup_init_lr` (default 0) to `lr`. Steps, not epochs:
     timm's epoch-wise schedulers (DeiT) change the lr once per epoch; this one changes it every step."""
     kind, lr = cfg.schedule, cfg.lr
-    warmup = int(round(cfg.get("warmup_epochs", 0.0) * steps_per_epoch))
+    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
     if kind == "constant":
         main = optax.constant_schedule(lr)
     elif kind == "piecewise":
         boundaries = {int(round(e * steps_per_epoch)) - warmup: cfg.decay_factor for e in cfg.decay_epochs}
         main = optax.piecewise_constant_schedule(lr, boundaries)
     elif kind == "cosine":
-        min_lr = cfg.get("min_lr", 0.0)
+        min_lr = cfg.min_lr
         if not 0.0 <= min_lr <= lr:
             raise ValueError(f"optim.min_lr must lie in [0, optim.lr={lr}], got {min_lr}")
         main = optax.cosine_decay_schedule(lr, max(1, total_steps - warmup), alpha=min_lr / lr if lr else 0.0)
@@ -31,7 +31,7 @@ def make_schedule(cfg, *, steps_per_epoch: int, total_steps: int):
         raise ValueError(f"unknown schedule {kind!r}; known: {SCHEDULES}")
     if not warmup:
         return main
-    start = cfg.get("warmup_init_lr", 0.0)
+    start = cfg.warmup_init_lr
     return optax.join_schedules([optax.linear_schedule(start, lr, warmup), main], [warmup])
 
 
@@ -59,9 +59,9 @@ def make_optimizer(cfg, schedule, params, trainable=None) -> optax.GradientTrans
 
 def _optimizer(cfg, schedule, params) -> optax.GradientTransformation:
     parts = []
-    if cfg.get("grad_clip", 0.0):
+    if cfg.grad_clip:
         parts.append(optax.clip_by_global_norm(cfg.grad_clip))
-    which = cfg.get("weight_decay_on", "all")
+    which = cfg.weight_decay_on
     _decay_mask(params, which)  # validates `which` now, not at the first update
     # A callable mask is evaluated on the parameters optax sees (inside `make_optimizer`'s multi_transform,
     # frozen leaves are masked out of the tree).
@@ -69,9 +69,9 @@ def _optimizer(cfg, schedule, params) -> optax.GradientTransformation:
     if cfg.name == "sgd":
         if cfg.weight_decay:
             parts.append(optax.add_decayed_weights(cfg.weight_decay, mask))
-        parts.append(optax.sgd(schedule, momentum=cfg.momentum or None, nesterov=cfg.get("nesterov", False)))
+        parts.append(optax.sgd(schedule, momentum=cfg.momentum or None, nesterov=cfg.nesterov))
     elif cfg.name == "adamw":
-        parts.append(optax.adamw(schedule, b1=cfg.get("b1", 0.9), b2=cfg.get("b2", 0.999),
+        parts.append(optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2,
                                  weight_decay=cfg.weight_decay, mask=mask))
     else:
         raise ValueError(f"unknown optimizer {cfg.name!r}; known: sgd, adamw")

@@ -23,32 +23,26 @@ from robust_jax.metrics_writer import MetricsWriter
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
-    """Trains `config` in `workdir` (resuming if possible); returns the final evaluation report.
-    VQGAN configs (`method.name == 'vqgan'`) go to `robust_jax.vqgan_training.train_vqgan`."""
-    if config.method.name == "vqgan":
-        if config.train.get("select_best"):
-            raise ValueError("train.select_best is for classifiers; a VQGAN run keeps its last state")
-        from robust_jax.vqgan_training import train_vqgan
-
-        return train_vqgan(config, workdir)
+    """Trains the classifier of `config` in `workdir` (resuming if possible); returns the final evaluation
+    report. (Other trainers, such as VQGAN training, are chosen by `robust_jax.trainers`.)"""
     parallel.initialize_distributed()
     mesh = parallel.make_mesh()
     run = builders.build_run(config, mesh)
     method = methods.get(config.method, run.model, run.num_classes)
     best = _best_checkpoint(config, workdir)
-    ckpts = Checkpoints(workdir, keep=config.train.get("keep_checkpoints", 2))
+    ckpts = Checkpoints(workdir, keep=config.train.keep_checkpoints)
     state = ckpts.restore_or(run.state)
     start = int(state.step)
     loop.save_config(config, workdir)
     writer = MetricsWriter(workdir)
-    step_fn = jax.jit(state_lib.make_train_step(method, run.tx, ema_decay=config.optim.get("ema_decay", 0.0)),
+    step_fn = jax.jit(state_lib.make_train_step(method, run.tx, ema_decay=config.optim.ema_decay),
                       donate_argnums=0)
     frozen = parallel.replicate(method.frozen, mesh)
     key = jax.random.key(config.seed + 1)
     batches = data.train_batches(config.data, global_batch_size=config.train.batch_size, mesh=mesh,
                                  seed=config.seed, start_step=start,
                                  normalization=(config.model.mean, config.model.std))
-    use_ema = config.eval.get("use_ema", True)
+    use_ema = config.eval.use_ema
 
     def periodic_eval(st):
         results = evaluate.run_suite(run.model, st.eval_variables(use_ema), config, mesh,
@@ -60,8 +54,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
     state = loop.fit(state, step_fn, batches, key=key, frozen=frozen, total_steps=run.total_steps,
                      steps_per_epoch=run.steps_per_epoch, schedule=run.schedule, ckpts=ckpts, writer=writer,
-                     log_every=config.train.log_every, checkpoint_every=config.train.get("checkpoint_every", 0),
-                     eval_every=config.train.get("eval_every", 0), evaluate=periodic_eval)
+                     log_every=config.train.log_every, checkpoint_every=config.train.checkpoint_every,
+                     eval_every=config.train.eval_every, evaluate=periodic_eval)
     source = f"{ckpts.directory} (step {int(state.step)})"
     if best is not None:  # the last state competes too (the loop's periodic evaluation skips the end)
         last = periodic_eval(state)
@@ -85,13 +79,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
 def _best_checkpoint(config, workdir: str):
     """The `BestCheckpoint` for `train.select_best`, or None; a workdir that selected by a metric keeps it."""
-    metric = config.train.get("select_best", "")
+    metric = config.train.select_best
     if not metric:
         record = read_record(workdir)
         if record is not None:
             raise ValueError(f"{workdir} keeps a best checkpoint ({record_path(workdir)}): resume it with "
                              f"train.select_best={record['metric']!r}, or use a new workdir")
         return None
-    if not config.train.get("eval_every", 0):
+    if not config.train.eval_every:
         raise ValueError(f"train.select_best={metric!r} chooses among periodic evaluations: set train.eval_every")
     return BestCheckpoint(workdir, metric)

@@ -196,7 +196,8 @@ def test_trainable_mask_freezes_the_front_in_the_optimiser():
     mask = methods.trainable_mask(cfg, model, variables, (16, 16, 1))
     assert not any(jax.tree.leaves(mask["conv0"])) and not any(jax.tree.leaves(mask["layer1"]))
     assert all(jax.tree.leaves(mask["layer2"])) and all(jax.tree.leaves(mask["fc"]))
-    ocfg = ml_collections.ConfigDict(dict(name="sgd", lr=0.1, momentum=0.9, weight_decay=0.1, nesterov=False))
+    ocfg = common.base().optim
+    ocfg.update(dict(name="sgd", lr=0.1, momentum=0.9, weight_decay=0.1, nesterov=False))
     tx = optim.make_optimizer(ocfg, 0.1, variables["params"], trainable=mask)
     state = state_lib.create(variables, tx, ema=False)
     step = jax.jit(state_lib.make_train_step(methods.get(cfg, model, 10), tx))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from configs import default
-from robust_jax import evaluate, train
+from robust_jax import evaluate, train, trainers
 from robust_jax.checkpoint import Checkpoints
 from robust_jax.models import init_source
 
@@ -86,7 +86,7 @@ def test_select_best_errors_are_explained(tmp_path, monkeypatch):
     vqgan = vqgan_digits.get_config("smoke")
     vqgan.train.select_best = "clean"
     with pytest.raises(ValueError, match="for classifiers; a VQGAN run keeps its last state"):
-        train.train_and_evaluate(vqgan, str(tmp_path / "vq"))
+        trainers.train_and_evaluate(vqgan, str(tmp_path / "vq"))
     with pytest.raises(ValueError, match="set train.eval_every"):
         train.train_and_evaluate(select_config(eval_every=0), str(tmp_path / "a"))
     with pytest.raises(KeyError, match=r"'pgd-3' is not among the periodic evaluation's results \['clean'\]"):

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from configs import common, vqgan_digits
-from robust_jax import train
+from robust_jax import trainers
 from robust_jax.models import vqgan
-from robust_jax.vqgan_training import VQGANObjective, load_trained
+from robust_jax.models.vqgan_io import load_trained
+from robust_jax.vqgan_training import VQGANObjective
 from robust_jax.vqgan_training.discriminator import PatchDiscriminator
 
 ARCH = dict(ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,), resolution=16, n_embed=16,
@@ -105,7 +106,7 @@ def test_training_lowers_the_reconstruction_loss_and_leaves_a_loadable_vqgan(tmp
         config.vqgan.disc_weight = 0.0
         config.train.update(num_steps=30, log_every=10, batch_size=16)
     workdir = str(tmp_path / "vq")
-    report = train.train_and_evaluate(config, workdir)
+    report = trainers.train_and_evaluate(config, workdir)
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         logged = [json.loads(line) for line in f]
     rec = [m["rec_loss"] for m in logged if "rec_loss" in m]
@@ -124,10 +125,10 @@ def test_an_interrupted_run_resumes_and_missing_files_are_explained(tmp_path):
     with config.unlocked():
         config.vqgan.disc_weight = 0.0  # the GAN path is covered above and by the smoke test of the config
     workdir = str(tmp_path / "vq")
-    train.train_and_evaluate(config, workdir)
+    trainers.train_and_evaluate(config, workdir)
     with config.unlocked():
         config.train.num_steps = 3
-    train.train_and_evaluate(config, workdir)
+    trainers.train_and_evaluate(config, workdir)
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         steps = [json.loads(line)["step"] for line in f if "rec_loss" in line]
     assert steps == [1, 2, 3]  # steps 1-2 from the first run, only step 3 from the resumed one

@@ -1,19 +1,31 @@
-"""Training objectives by name: `methods.get(config.method, model, num_classes)` -> object with `.loss`."""
+"""Training objectives: pure loss functions (`standard_loss`, `pgd_at_loss`, `trades_loss`, `mart_loss`,
+`dat_loss`, `advbn_loss`) usable from any JAX training loop, and their config adapters by name:
+`methods.get(config.method, model, num_classes)` -> object with `.loss` for the generic train step.
+
+A method is its own module (the loss, its `CONFIG` block of `config.method`, its adapter) plus one line
+in `REGISTRY`; `config_defaults()` composes the blocks into the `config.method` schema.
+"""
 from __future__ import annotations
 
-from robust_jax.methods.advbn import AdvBN
-from robust_jax.methods.dat import DAT
-from robust_jax.methods.mart import MART
-from robust_jax.methods.pgd_at import PGDAT
-from robust_jax.methods.standard import Standard
-from robust_jax.methods.trades import TRADES
+from robust_jax.methods.advbn import AdvBNFineTuning, advbn_loss
+from robust_jax.methods.base import Classifier, Method, PGDAttack
+from robust_jax.methods.dat import DAT, dat_loss
+from robust_jax.methods.mart import MART, mart_loss
+from robust_jax.methods.pgd_at import PGDAT, pgd_at_loss
+from robust_jax.methods.standard import Standard, standard_loss
+from robust_jax.methods.trades import TRADES, trades_loss
 
-REGISTRY = {"standard": Standard, "pgd_at": PGDAT, "trades": TRADES, "mart": MART, "dat": DAT, "advbn": AdvBN}
+REGISTRY = {"standard": Standard, "pgd_at": PGDAT, "trades": TRADES, "mart": MART, "dat": DAT,
+            "advbn": AdvBNFineTuning}
+
+__all__ = ["REGISTRY", "get", "trainable_mask", "config_defaults", "Classifier", "Method", "PGDAttack",
+           "standard_loss", "pgd_at_loss", "trades_loss", "mart_loss", "dat_loss", "advbn_loss"]
 
 
 def _cls(cfg):
     if cfg.name not in REGISTRY:
-        raise ValueError(f"unknown method {cfg.name!r}; known methods: {', '.join(sorted(REGISTRY))}")
+        raise ValueError(f"unknown method {cfg.name!r}; known methods: {', '.join(sorted(REGISTRY))} "
+                         "(VQGAN training configs, method.name='vqgan', run through robust_jax.trainers or main.py)")
     return REGISTRY[cfg.name]
 
 
@@ -24,3 +36,16 @@ def trainable_mask(cfg, model, variables, image_shape):
 
 def get(cfg, model, num_classes: int):
     return _cls(cfg)(model, cfg, num_classes)
+
+
+def config_defaults() -> dict:
+    """The `config.method` fields of every registered method with their declared defaults. A field that
+    several methods read (`attack`, `beta`, the mixing fields) must be declared with one default."""
+    merged = {}
+    for name, cls in REGISTRY.items():
+        for key, value in cls.CONFIG.items():
+            if key in merged and merged[key] != value:
+                raise ValueError(f"method {name!r} declares config.method.{key}={value!r}, another method "
+                                 f"{merged[key]!r}: shared fields need one default")
+            merged[key] = value
+    return merged

@@ -12,25 +12,39 @@ import jax.numpy as jnp
 from jax.scipy.special import xlogy
 
 from robust_jax.attacks.losses import cross_entropy
-from robust_jax.methods.base import Method, accuracy, run_attack
+from robust_jax.methods.base import ATTACK_CONFIG, Classifier, Method, PGDAttack, accuracy, attack_from_config
+
+CONFIG = dict(attack=ATTACK_CONFIG, beta=6.0)
+REFERENCE_ATTACK = PGDAttack(random_start="normal")  # the reference's start; eps/steps are the recipe's
+
+
+def mart_loss(apply_fn, params, model_state, batch, key, *, beta: float = 6.0,
+              attack: PGDAttack = REFERENCE_ATTACK):
+    """MART's objective (module docstring) on `attack`'s adversarial examples."""
+    classifier = Classifier(apply_fn)
+    x, y = batch["image"], batch["label"]
+    x_adv = attack.run(classifier, params, model_state, x, y, key)
+    logits, model_state = classifier(params, model_state, x, train=True)
+    logits_adv, model_state = classifier(params, model_state, x_adv, train=True)
+    p_adv = jax.nn.softmax(logits_adv)
+    p_nat = jax.nn.softmax(logits)
+    y_onehot = jax.nn.one_hot(y, logits.shape[-1], dtype=bool)
+    wrong = jnp.argmax(jnp.where(y_onehot, -jnp.inf, p_adv), axis=-1)
+    p_wrong = jnp.take_along_axis(p_adv, wrong[:, None], -1)[:, 0]
+    bce = jnp.mean(cross_entropy(logits_adv, y) - jnp.log(1.0001 - p_wrong + 1e-12))
+    kl = jnp.sum(xlogy(p_nat, p_nat) - p_nat * jnp.log(p_adv + 1e-12), axis=-1)
+    p_true = jnp.take_along_axis(p_nat, y[:, None], -1)[:, 0]
+    robust = jnp.mean(kl * (1.0000001 - p_true))
+    loss = bce + beta * robust
+    metrics = {"loss": loss, "bce_loss": bce, "robust_loss": robust,
+               "accuracy": accuracy(logits, y), "adv_accuracy": accuracy(logits_adv, y)}
+    return loss, (model_state, metrics)
 
 
 class MART(Method):
-    def loss(self, params, model_state, batch, key, step):
-        x, y = batch["image"], batch["label"]
-        x_adv = run_attack(self.classifier, self.cfg.attack, params, model_state, x, y, key)
-        logits, model_state = self.classifier(params, model_state, x, train=True)
-        logits_adv, model_state = self.classifier(params, model_state, x_adv, train=True)
-        p_adv = jax.nn.softmax(logits_adv)
-        p_nat = jax.nn.softmax(logits)
-        y_onehot = jax.nn.one_hot(y, logits.shape[-1], dtype=bool)
-        wrong = jnp.argmax(jnp.where(y_onehot, -jnp.inf, p_adv), axis=-1)
-        p_wrong = jnp.take_along_axis(p_adv, wrong[:, None], -1)[:, 0]
-        bce = jnp.mean(cross_entropy(logits_adv, y) - jnp.log(1.0001 - p_wrong + 1e-12))
-        kl = jnp.sum(xlogy(p_nat, p_nat) - p_nat * jnp.log(p_adv + 1e-12), axis=-1)
-        p_true = jnp.take_along_axis(p_nat, y[:, None], -1)[:, 0]
-        robust = jnp.mean(kl * (1.0000001 - p_true))
-        loss = bce + self.cfg.beta * robust
-        metrics = {"loss": loss, "bce_loss": bce, "robust_loss": robust,
-                   "accuracy": accuracy(logits, y), "adv_accuracy": accuracy(logits_adv, y)}
-        return loss, (model_state, metrics)
+    CONFIG = CONFIG
+    loss_fn = staticmethod(mart_loss)
+
+    @classmethod
+    def settings_from_config(cls, cfg, num_classes):
+        return dict(attack=attack_from_config(cfg.attack), beta=float(cfg.beta))

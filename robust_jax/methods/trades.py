@@ -11,20 +11,35 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from robust_jax.attacks.losses import cross_entropy, kl_divergence
-from robust_jax.methods.base import Method, accuracy, run_attack
+from robust_jax.methods.base import ATTACK_CONFIG, Classifier, Method, PGDAttack, accuracy, attack_from_config
+
+CONFIG = dict(attack=ATTACK_CONFIG, beta=6.0)
+REFERENCE_ATTACK = PGDAttack(random_start="normal")  # the reference's start; eps/steps are the recipe's
+
+
+def trades_loss(apply_fn, params, model_state, batch, key, *, beta: float = 6.0,
+                attack: PGDAttack = REFERENCE_ATTACK):
+    """CE on x plus beta times the batch-mean KL between the predictions on x and on x_adv, where x_adv
+    maximises that KL (the `attack`'s own loss is replaced by it)."""
+    classifier = Classifier(apply_fn)
+    x, y = batch["image"], batch["label"]
+    attack_logits = classifier.logits_fn(params, model_state, train=attack.train_mode)(x)
+    x_adv = attack.run(classifier, params, model_state, x, y, key,
+                       loss=lambda logits, _: kl_divergence(attack_logits, logits))
+    logits, model_state = classifier(params, model_state, x, train=True)
+    logits_adv, model_state = classifier(params, model_state, x_adv, train=True)
+    natural = jnp.mean(cross_entropy(logits, y))
+    robust = jnp.mean(kl_divergence(logits, logits_adv))
+    loss = natural + beta * robust
+    metrics = {"loss": loss, "natural_loss": natural, "robust_loss": robust,
+               "accuracy": accuracy(logits, y), "adv_accuracy": accuracy(logits_adv, y)}
+    return loss, (model_state, metrics)
 
 
 class TRADES(Method):
-    def loss(self, params, model_state, batch, key, step):
-        x, y = batch["image"], batch["label"]
-        attack_logits = self.classifier.logits_fn(params, model_state, train=self.cfg.attack.train_mode)(x)
-        x_adv = run_attack(self.classifier, self.cfg.attack, params, model_state, x, y, key,
-                           loss=lambda logits, _: kl_divergence(attack_logits, logits))
-        logits, model_state = self.classifier(params, model_state, x, train=True)
-        logits_adv, model_state = self.classifier(params, model_state, x_adv, train=True)
-        natural = jnp.mean(cross_entropy(logits, y))
-        robust = jnp.mean(kl_divergence(logits, logits_adv))
-        loss = natural + self.cfg.beta * robust
-        metrics = {"loss": loss, "natural_loss": natural, "robust_loss": robust,
-                   "accuracy": accuracy(logits, y), "adv_accuracy": accuracy(logits_adv, y)}
-        return loss, (model_state, metrics)
+    CONFIG = CONFIG
+    loss_fn = staticmethod(trades_loss)
+
+    @classmethod
+    def settings_from_config(cls, cfg, num_classes):
+        return dict(attack=attack_from_config(cfg.attack), beta=float(cfg.beta))

@@ -5,7 +5,7 @@
     variables = vqgan.load("vqgan_f8.msgpack", model)      # converted with robust-jax-convert
     codes = model.apply(variables, x, method=model.encode)          # x: [B,H,W,3] in [0,1] -> int32 [B,H/8,W/8]
     x_rec = model.apply(variables, codes, method=model.decode_indices)
-    quantize = vqgan.reconstructor(model, variables)                # x -> Q(x), no gradient (DAT)
+    x_q = vqgan.quantize(model, variables, x)                       # Q(x) in [0,1], no gradient (DAT)
 
 Images are [0,1] at this boundary (taming works on [-1,1]: the model maps in and out). The architecture
 follows taming's `Encoder`/`Decoder`/`VectorQuantizer2` exactly (see vqgan_blocks.py), so converted
@@ -13,7 +13,7 @@ PyTorch checkpoints give the same codes and reconstructions (tests/test_vqgan.py
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence
 
 import flax.linen as nn
 import jax
@@ -157,9 +157,10 @@ def decoder_output_kernel_path():
     return ("decoder", "conv_out", "kernel")
 
 
-def reconstructor(model: VQModel, variables) -> Callable:
-    """x -> Q(x) without gradient: DAT never differentiates the VQGAN."""
-    return lambda x: jax.lax.stop_gradient(model.apply(variables, x, method=VQModel.reconstruct))
+def quantize(model: VQModel, variables, x):
+    """Q(x): the reconstruction of images x in [0,1], without gradient (DAT never differentiates the VQGAN).
+    The variables are an argument, so under `jit` they stay arguments of the program, not constants."""
+    return jax.lax.stop_gradient(model.apply(variables, x, method=VQModel.reconstruct))
 
 
 def init_input(model: VQModel):

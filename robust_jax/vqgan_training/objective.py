@@ -60,8 +60,8 @@ class VQGANObjective:
         self.model, self.cfg = model, cfg
         self.disc = PatchDiscriminator(cfg.disc_channels, cfg.disc_layers) if cfg.disc_weight > 0 else None
         self.frozen = None
-        if cfg.get("perceptual_weight", 0.0) > 0:
-            if not cfg.get("lpips_weights"):
+        if cfg.perceptual_weight > 0:
+            if not cfg.lpips_weights:
                 raise ValueError("vqgan.perceptual_weight > 0 needs vqgan.lpips_weights: a msgpack converted with "
                                  "robust_jax.vqgan_training.lpips.convert_files (VGG-16 + lpips lin weights)")
             self.lpips = lpips.LPIPS()

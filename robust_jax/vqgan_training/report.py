@@ -1,15 +1,13 @@
 """What a VQGAN training run leaves in its workdir for people and for DAT:
 
-  vqgan.msgpack       the VQGAN's variables (EMA if kept), read by `load_trained` / DAT's method.vqgan.checkpoint
+  vqgan.msgpack       the VQGAN's variables (EMA if kept), read by `models.vqgan_io.load_trained` / DAT's method.vqgan.checkpoint
   vqgan_model.json    the VQModel fields, so the model is rebuilt from the workdir alone
   reconstructions.png originals (top) and reconstructions (bottom) of the first evaluation images
   report.json / .md   reconstruction L1 and PSNR, codebook usage and perplexity on the evaluation split
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
-import json
 import os
 
 import jax
@@ -18,35 +16,8 @@ import numpy as np
 
 from robust_jax import data
 from robust_jax.evaluation import chunks
-from robust_jax.models import variables_io, vqgan
+from robust_jax.models import vqgan, vqgan_io
 from robust_jax.vqgan_training.objective import code_statistics
-
-VARIABLES_FILE, MODEL_FILE = "vqgan.msgpack", "vqgan_model.json"
-
-
-def model_fields(model: vqgan.VQModel) -> dict:
-    return {f.name: getattr(model, f.name) for f in dataclasses.fields(model) if f.name not in ("parent", "name")}
-
-
-def export(model: vqgan.VQModel, variables, workdir: str) -> None:
-    variables_io.save_variables(os.path.join(workdir, VARIABLES_FILE), variables)
-    chunks.write_json(os.path.join(workdir, MODEL_FILE), model_fields(model))
-
-
-def load_trained(workdir: str):
-    """(VQModel, variables) of a VQGAN training workdir (configs/vqgan_*.py)."""
-    paths = [os.path.join(workdir, f) for f in (MODEL_FILE, VARIABLES_FILE)]
-    for path in paths:
-        if not os.path.isfile(path):
-            raise FileNotFoundError(
-                f"no {os.path.basename(path)} in {workdir!r}: train a VQGAN there first, e.g. "
-                f"`python main.py --config configs/vqgan_digits.py --workdir {workdir}` (the file is written when "
-                "training ends)")
-    with open(paths[0]) as f:
-        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in json.load(f).items()}
-    model = vqgan.VQModel(**fields)
-    return model, vqgan.load(paths[1], model)
-
 
 @functools.partial(jax.jit, static_argnums=0)
 def _batch_stats(model, variables, batch):
@@ -64,8 +35,8 @@ def reconstruction_metrics(model, variables, config, mesh, num_examples=None):
     """Means over the evaluation split: L1 on [0,1], PSNR, codebook usage and perplexity; plus the first
     images and their reconstructions."""
     cfg = config.eval
-    n = num_examples if num_examples is not None else (cfg.get("num_examples") or None)
-    batches, num_batches = data.eval_batches(config.data, cfg.get("split") or config.data.eval_split,
+    n = num_examples if num_examples is not None else (cfg.num_examples or None)
+    batches, num_batches = data.eval_batches(config.data, cfg.split or config.data.eval_split,
                                              global_batch_size=cfg.batch_size, mesh=mesh, num_examples=n)
 
     totals, codes, first = np.zeros(3), [], None

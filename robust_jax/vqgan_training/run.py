@@ -1,6 +1,6 @@
 """`train_vqgan(config, workdir)` and `evaluate_vqgan(config, workdir)`: VQGAN training runs, for configs
-with `method.name == 'vqgan'` (configs/vqgan_*.py); `train.train_and_evaluate` and `evaluate.evaluate`
-hand such configs over to them, so `main.py` and notebooks use the same entry points as for classifiers.
+with `method.name == 'vqgan'` (configs/vqgan_*.py), which `robust_jax.trainers` (and so `main.py`) hands
+over to them.
 
 The loop is the classifiers' (`robust_jax.loop.fit`): resumed from `workdir/checkpoints`, progress bar,
 metrics.jsonl/TensorBoard, non-finite guard. The objective is `objective.VQGANObjective`.
@@ -15,7 +15,7 @@ from robust_jax import data, loop, optim, parallel
 from robust_jax import state as state_lib
 from robust_jax.checkpoint import Checkpoints
 from robust_jax.metrics_writer import MetricsWriter
-from robust_jax.models import vqgan
+from robust_jax.models import vqgan, vqgan_io
 from robust_jax.vqgan_training import report as report_lib
 from robust_jax.vqgan_training.objective import VQGANObjective
 
@@ -23,7 +23,7 @@ from robust_jax.vqgan_training.objective import VQGANObjective
 def build_model(config, image_shape) -> vqgan.VQModel:
     """The configured VQGAN (`vqgan.arch` + `vqgan.arch_kwargs`), with the data's channel count."""
     v = config.vqgan
-    kwargs = dict(v.get("arch_kwargs", {}))
+    kwargs = dict(v.arch_kwargs)
     channels = image_shape[-1]
     kwargs.setdefault("in_channels", channels)
     kwargs.setdefault("out_ch", channels)
@@ -37,41 +37,43 @@ def build_model(config, image_shape) -> vqgan.VQModel:
 def _build(config, mesh):
     image_shape = data.example_shape(config.data)
     spe = data.steps_per_epoch(config.data, config.train.batch_size)
-    total = config.train.get("num_steps") or int(round(config.train.epochs * spe))
+    total = config.train.num_steps or int(round(config.train.epochs * spe))
     model = build_model(config, image_shape)
     objective = VQGANObjective(model, config.vqgan)
     variables = jax.jit(lambda k: objective.init(k, image_shape))(jax.random.key(config.seed))
     schedule = optim.make_schedule(config.optim, steps_per_epoch=spe, total_steps=total)
     tx = optim.make_optimizer(config.optim, schedule, variables["params"])
-    state = state_lib.create(variables, tx, ema=bool(config.optim.get("ema_decay", 0.0)))
+    state = state_lib.create(variables, tx, ema=bool(config.optim.ema_decay))
     return model, objective, parallel.shard_state(state, mesh), tx, schedule, spe, total
 
 
 def _vqgan_variables(state, config):
-    return {"params": state.eval_variables(config.eval.get("use_ema", True))["params"]["vqgan"]}
+    return {"params": state.eval_variables(config.eval.use_ema)["params"]["vqgan"]}
 
 
 def _final_report(model, variables, config, mesh, workdir, source):
     metrics, (images, recs) = report_lib.reconstruction_metrics(model, variables, config, mesh)
-    rep = {"method": "vqgan", "variables": source, "metrics": metrics, "vqgan": report_lib.model_fields(model),
-           "data": {"name": config.data.name, "split": config.eval.get("split") or config.data.eval_split}}
+    rep = {"method": "vqgan", "variables": source, "metrics": metrics, "vqgan": vqgan_io.model_fields(model),
+           "data": {"name": config.data.name, "split": config.eval.split or config.data.eval_split}}
     if jax.process_index() == 0:
-        report_lib.export(model, variables, workdir)
-        report_lib.write(rep, images, recs, workdir, config.vqgan.get("num_recon_images", 8))
+        vqgan_io.export(model, variables, workdir)
+        report_lib.write(rep, images, recs, workdir, config.vqgan.num_recon_images)
         print(json.dumps({"final": {k: round(v, 4) for k, v in metrics.items()}}))
     return rep
 
 
 def train_vqgan(config, workdir: str) -> dict:
     """Trains the VQGAN of `config` in `workdir` (resuming if possible); writes the files report.py lists."""
+    if config.train.select_best:
+        raise ValueError("train.select_best is for classifiers; a VQGAN run keeps its last state")
     parallel.initialize_distributed()
     mesh = parallel.make_mesh()
     model, objective, state, tx, schedule, spe, total = _build(config, mesh)
-    ckpts = Checkpoints(workdir, keep=config.train.get("keep_checkpoints", 2))
+    ckpts = Checkpoints(workdir, keep=config.train.keep_checkpoints)
     state = ckpts.restore_or(state)
     loop.save_config(config, workdir)
     writer = MetricsWriter(workdir)
-    step_fn = jax.jit(state_lib.make_train_step(objective, tx, ema_decay=config.optim.get("ema_decay", 0.0)),
+    step_fn = jax.jit(state_lib.make_train_step(objective, tx, ema_decay=config.optim.ema_decay),
                       donate_argnums=0)
     batches = data.train_batches(config.data, global_batch_size=config.train.batch_size, mesh=mesh,
                                  seed=config.seed, start_step=int(state.step))
@@ -84,8 +86,8 @@ def train_vqgan(config, workdir: str) -> dict:
     frozen = parallel.replicate(objective.frozen, mesh)
     state = loop.fit(state, step_fn, batches, key=jax.random.key(config.seed + 1), frozen=frozen, total_steps=total,
                      steps_per_epoch=spe, schedule=schedule, ckpts=ckpts, writer=writer,
-                     log_every=config.train.log_every, checkpoint_every=config.train.get("checkpoint_every", 0),
-                     eval_every=config.train.get("eval_every", 0), evaluate=periodic_eval,
+                     log_every=config.train.log_every, checkpoint_every=config.train.checkpoint_every,
+                     eval_every=config.train.eval_every, evaluate=periodic_eval,
                      shown=("rec_loss", "psnr", "code_usage", "d_loss"))
     rep = _final_report(model, _vqgan_variables(state, config), config, mesh, workdir,
                         f"{ckpts.directory} (step {int(state.step)})")
