@@ -8,6 +8,8 @@ by orbax (which coordinates the processes itself). See docs/parallel.md.
 """
 from __future__ import annotations
 
+import glob
+import importlib.util
 import logging
 import os
 from typing import Mapping, Optional
@@ -20,14 +22,21 @@ DATA_AXIS = "data"
 log = logging.getLogger(__name__)
 
 
-def _on_cloud_tpu_vm() -> bool:
-    """True on a Cloud TPU VM (set when `jax` is imported, before any backend starts)."""
-    try:
-        from jax._src import cloud_tpu_init
+GOOGLE_PCI_VENDOR = "0x1ae0"  # TPU chips attach to a Cloud TPU VM as PCI devices of Google's vendor id
 
-        return bool(cloud_tpu_init.running_in_cloud_tpu_vm)
-    except (ImportError, AttributeError):
+
+def _on_cloud_tpu_vm() -> bool:
+    """True on a Cloud TPU VM: the TPU runtime (libtpu) is installed and TPU chips are on the PCI bus."""
+    if importlib.util.find_spec("libtpu") is None:
         return False
+    for path in glob.glob("/sys/bus/pci/devices/*/vendor"):
+        try:
+            with open(path) as f:
+                if f.read().strip() == GOOGLE_PCI_VENDOR:
+                    return True
+        except OSError:
+            continue
+    return False
 
 
 def launch_kind(environ: Mapping[str, str], on_tpu_vm: bool = False) -> Optional[str]:
@@ -69,14 +78,13 @@ def initialize_distributed() -> Optional[str]:
         jax.distributed.initialize()
     elif kind == "tpu":
         # Every TPU VM looks the same from here, single host or slice: a notebook that already used a
-        # device (single host) carries on as it is; a failed join is reported, not fatal.
-        from jax._src import xla_bridge
-
-        if xla_bridge.backends_are_initialized():
-            return None
+        # device (single host; JAX then refuses to join) carries on as it is; another failed join is
+        # reported, not fatal.
         try:
             jax.distributed.initialize()
         except (RuntimeError, ValueError) as e:
+            if "must be called before any JAX calls" in str(e):
+                return None
             log.warning("jax.distributed.initialize() failed on this Cloud TPU VM (%s); continuing as a single "
                         "process (a multi-host slice will not see its other hosts)", e)
             return None

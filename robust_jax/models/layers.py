@@ -1,8 +1,8 @@
 """Building blocks shared by every model: torch-compatible conv/dense and BatchNorm.
 
 Every conv runs through `conv_general_dilated` below: `lax.conv_general_dilated` with the same values
-and derivatives, differentiated so that the input gradient keeps the forward's kernel layout. Without
-it XLA:CPU runs the input-gradient convolutions of an attack loop (`fori_loop` body) on its slow
+and derivatives, on the CPU differentiated so that the input gradient keeps the forward's kernel layout.
+Without it XLA:CPU runs the input-gradient convolutions of an attack loop (`fori_loop` body) on its slow
 generic path, 2-3x slower than the same steps unrolled (benchmarks/README.md has the evidence).
 
 BatchNorm is our own (not `flax.linen.BatchNorm`) for three reasons the methods need:
@@ -45,9 +45,11 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     as in every PGD attack, those convolutions stay `01oi` and run on the slow generic emitter.
     Here the JVP hands the same linear map to JAX with the kernel swapped to HWOI, so its transpose (the
     input gradient) is `conv(g, reverse(swap(w)))` with an HWIO kernel: canonical wherever it is.
-    Grouped convolutions and string paddings go to `lax.conv_general_dilated` unchanged.
+    Grouped convolutions, string paddings and every other backend than the CPU (the pass and the layout
+    problem are XLA:CPU's) go to `lax.conv_general_dilated` unchanged.
     """
-    if feature_group_count != 1 or batch_group_count != 1 or isinstance(padding, str):
+    plain = jax.default_backend() != "cpu" or feature_group_count != 1 or batch_group_count != 1
+    if plain or isinstance(padding, str):
         return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
                                         dimension_numbers, feature_group_count, batch_group_count, precision,
                                         preferred_element_type)
