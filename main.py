@@ -20,8 +20,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if FLAGS["verbosity"].using_default_value:
-        logging.set_verbosity(logging.WARNING)  # keep orbax's INFO lines off the console
+    if not FLAGS["verbosity"].present:  # progress bars and results only, unless -v/--verbosity asks for more
+        logging.set_verbosity(logging.WARNING)
     from robust_jax import trainers
 
     if FLAGS.mode == "train":

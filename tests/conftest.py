@@ -2,7 +2,6 @@
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # The suite is the CPU suite: parity tolerances are float32-on-CPU ones, the multi-device tests use fake CPU
 # devices, and two pytest-xdist workers must not both preallocate one GPU. JAX_PLATFORMS=... overrides it.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -11,8 +10,9 @@ if ROOT not in sys.path:  # `configs` is a top-level package of the repository, 
     sys.path.insert(0, ROOT)
 
 # torchvision 0.29.1 (timm, lpips and easyrobust's PGD import it) crashes the process with a segmentation
-# fault when it is imported AFTER TensorFlow 2.21 (robust_jax.data imports tf); imported first, both work.
-# So the parity references' torchvision is loaded before any test module can import TensorFlow.
+# fault when it is imported AFTER TensorFlow 2.21; imported first, both work. robust_jax imports TF only when
+# an input pipeline runs, but a test worker runs pipeline tests and parity tests in one process, so the
+# parity references' torchvision is loaded first.
 try:
     import torch  # noqa: F401,E402
     import torchvision  # noqa: F401,E402

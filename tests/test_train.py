@@ -114,9 +114,14 @@ def test_eval_needs_the_same_model_but_not_the_same_optimiser(tmp_path):
 
 
 def _run_main(*args, cwd=ROOT):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # a user's default console
     return subprocess.run([sys.executable, os.path.join(ROOT, "main.py"), *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=600)
+
+
+def _console_lines(stderr: str):
+    """The non-empty lines of stderr, each frame of a progress bar (redrawn after a carriage return) one line."""
+    return [line for line in stderr.splitlines() if line.strip()]
 
 
 def test_command_line_train_then_eval_and_errors(tmp_path):
@@ -124,7 +129,10 @@ def test_command_line_train_then_eval_and_errors(tmp_path):
     cfg = os.path.join(ROOT, "configs", "default.py") + ":smoke"
     r = _run_main(f"--config={cfg}", f"--workdir={workdir}")
     assert r.returncode == 0, r.stderr[-2000:]
-    assert '"final"' in r.stdout
+    assert r.stdout.strip().startswith('{"final"') and len(r.stdout.strip().splitlines()) == 1, r.stdout
+    # Quiet by default: the progress bars and nothing else (no orbax/absl INFO lines, no TF banner).
+    lines = _console_lines(r.stderr)
+    assert lines and all(line.startswith(("train:", "final eval:")) for line in lines), lines
     r = _run_main(f"--config={cfg}", f"--workdir={workdir}", "--mode=eval")
     assert r.returncode == 0, r.stderr[-2000:]
     report = json.load(open(os.path.join(workdir, "report.json")))
@@ -132,6 +140,9 @@ def test_command_line_train_then_eval_and_errors(tmp_path):
     assert os.path.exists(os.path.join(workdir, "accuracy_vs_eps.png"))
     r = _run_main(f"--config={cfg}", f"--workdir={workdir}", "--config.train.batchsize=3")
     assert r.returncode != 0 and "batchsize" in r.stderr
+    r = _run_main(f"--config={cfg[:-1]}", f"--workdir={tmp_path / 'typo'}")  # ':smok'
+    assert r.returncode != 0 and "unknown config argument(s) 'smok'; known: smoke, standard" in r.stderr
+    assert not os.path.exists(tmp_path / "typo")
     r = _run_main(f"--config={cfg}", f"--workdir={tmp_path / 'empty'}", "--mode=eval")
     assert r.returncode != 0 and "no checkpoint" in r.stderr
 

@@ -8,10 +8,9 @@ Images leave as float32 in [0,1].
 """
 from __future__ import annotations
 
-import tensorflow as tf
-
 from robust_jax.data import random_erasing
 from robust_jax.data import randaugment as randaugment_lib
+from robust_jax.data.tf_runtime import tf
 
 TRAIN = ("none", "flip", "crop", "crop_flip", "inception_crop")
 EVAL = ("none", "resize", "center_crop", "resize_center_crop")

@@ -9,11 +9,11 @@ from typing import Iterator, Optional
 
 import jax
 import numpy as np
-import tensorflow as tf
 
 from robust_jax import parallel
 from robust_jax.data import augment, randaugment
 from robust_jax.data.sources import get_source
+from robust_jax.data.tf_runtime import tf
 
 
 def source_for(cfg):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import re
 
-import tensorflow as tf
+from robust_jax.data.tf_runtime import tf
 
 MAX_LEVEL = 10.0
 FILL = (124.0, 116.0, 104.0)  # timm: round(255 * IMAGENET_DEFAULT_MEAN)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-import tensorflow as tf
+from robust_jax.data.tf_runtime import tf
 
 ATTEMPTS = 10
 MIN_AREA, MAX_AREA, MIN_ASPECT = 0.02, 1.0 / 3.0, 0.3

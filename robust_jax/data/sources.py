@@ -24,11 +24,9 @@ from typing import Callable, Optional, Tuple
 
 import numpy as np
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's C++ start-up chatter off the console
-import tensorflow as tf  # noqa: E402
-import tensorflow_datasets as tfds  # noqa: E402
+import tensorflow_datasets as tfds
 
-tf.config.set_visible_devices([], "GPU")  # tf.data only: leave accelerators to JAX
+from robust_jax.data.tf_runtime import tf
 
 
 @dataclasses.dataclass

@@ -1,0 +1,42 @@
+"""TensorFlow as the input pipeline uses it: imported here, once, by the modules of `robust_jax.data` that run
+tf.data (never by the rest of the package), quiet, and without accelerators.
+
+TF's C++ start-up lines (the oneDNN banner, CPU feature notes) are kept off the console unless
+TF_CPP_MIN_LOG_LEVEL=0 asks for TF's native logging (JAX sets that variable to 1 on import): TF 2.21 writes
+them to the process's stderr before its logging is configured, so the import and the runtime start run with
+file descriptor 2 pointed at /dev/null (Python-level errors still raise as usual). TF is kept off GPUs:
+tf.data only reads and augments, JAX computes.
+"""
+import contextlib
+import os
+import sys
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _import_tf():
+    import tensorflow as tf
+
+    tf.config.set_visible_devices([], "GPU")  # starts TF's runtime, which prints the banner
+    return tf
+
+
+if os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0":
+    tf = _import_tf()
+else:
+    with _native_stderr_silenced():
+        tf = _import_tf()
+
+__all__ = ["tf"]
