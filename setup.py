@@ -56,7 +56,7 @@ EXTRAS = {
 setup(
     name="robust_jax",
     version="0.1.0",
-    description="Robust image classification in JAX/Flax: adversarial training, DAT, AdvBN, MixACM, AMP, ViT AT",
+    description="Robust image classification in JAX/Flax: PGD-AT/TRADES/MART, DAT, AdvBN, AutoAttack, corruptions",
     packages=find_packages(include=["robust_jax", "robust_jax.*"]),
     python_requires=">=3.10,<3.13",
     install_requires=INSTALL_REQUIRES,

@@ -42,7 +42,7 @@ def build_model(config, num_classes: int):
         if key in kwargs:
             raise ValueError(f"config.model.kwargs.{key} is not allowed: set config.{field} instead")
     group, dtype = bn_group_size(m.bn), compute_dtype(m.dtype)
-    # Only non-defaults are passed, so models without BatchNorm or dtype fields build as before.
+    # Only non-defaults are passed, so models without BatchNorm or dtype fields (e.g. the ViTs) build too.
     if group is not None:
         kwargs["bn_group_size"] = group
     if dtype != jnp.float32:

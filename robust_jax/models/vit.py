@@ -22,8 +22,7 @@ corresponding rate is positive; eval mode is deterministic and needs no rng. The
 is accepted for the common classifier signature and must be 'clean'.
 
 The attention is its own module (`Attention`) with the probabilities computed explicitly by
-`attention_probs`, the one place a per-block switch on their backward pass (ARD's `attn_grad_keep`)
-will go.
+`attention_probs`: the one place where a switch on their backward pass (ARD, spec/vit_at.md) belongs.
 """
 from __future__ import annotations
 
