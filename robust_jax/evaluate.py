@@ -16,9 +16,9 @@ import jax
 from robust_jax import builders, data, parallel
 from robust_jax.best_checkpoint import weights_checkpoints
 from robust_jax.evaluation import shift_sets
-from robust_jax.evaluation.attack_eval import EVALUATORS, make_eval_step  # noqa: F401  (public names)
+from robust_jax.evaluation.attack_eval import EVALUATORS, make_eval_step, threat_model  # noqa: F401  (public names)
 from robust_jax.evaluation.report import make_report, write_report  # noqa: F401
-from robust_jax.evaluation.runner import run_suite, run_suite_detailed, threat_model  # noqa: F401
+from robust_jax.evaluation.runner import run_suite, run_suite_detailed  # noqa: F401
 from robust_jax.evaluation.suite import parse_suite  # noqa: F401
 from robust_jax.models import variables_io
 

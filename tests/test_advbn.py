@@ -278,7 +278,7 @@ def test_evaluation_uses_the_configured_bn_set_and_reports_it():
 def test_feature_pictures_from_a_trained_workdir(tmp_path, capsys):
     from configs import digits_advbn
     from robust_jax import train
-    from robust_jax.evaluation import advbn_features
+    from robust_jax.tools import advbn_features
 
     train.train_and_evaluate(digits_advbn.get_config("smoke"), str(tmp_path))
     out = str(tmp_path / "pictures.png")

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from robust_jax.evaluation import compare
+from robust_jax.tools import compare
 
 
 def _report(path, clean, corr, *, data_name="digits"):

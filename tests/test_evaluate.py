@@ -10,22 +10,34 @@ import pytest
 
 from configs import default
 from robust_jax import builders, evaluate, parallel
+from robust_jax import data as data_lib
 from robust_jax.evaluation import (attack_eval, autoattack_eval, chunks, corruption_eval, mce, report,
-                                   runner, shift_sets)
+                                   runner, shift_sets, tasks)
 from robust_jax.models import variables_io
 
 
 # --- suite -----------------------------------------------------------------------------------------------
 def test_parse_suite_entries_and_errors():
     entries = evaluate.parse_suite("clean, pgd-20,cw-5,autoattack,corruptions,corrupted_tfds,shift_sets")
-    assert [tuple(e) for e in entries] == [("clean", "clean", 0), ("pgd-20", "pgd", 20), ("cw-5", "cw", 5),
-                                           ("autoattack", "autoattack", 0), ("corruptions", "corruptions", 0),
-                                           ("corrupted_tfds", "corrupted_tfds", 0), ("shift_sets", "shift_sets", 0)]
+    assert [(e.name, e.kind, e.steps) for e in entries] == [
+        ("clean", "clean", 0), ("pgd-20", "pgd", 20), ("cw-5", "cw", 5), ("autoattack", "autoattack", 0),
+        ("corruptions", "corruptions", 0), ("corrupted_tfds", "corrupted_tfds", 0), ("shift_sets", "shift_sets", 0)]
     assert [e.is_attack for e in entries] == [True, True, True, False, False, False, False]
     for bad, match in [("pgd", "number of steps"), ("autoattak", "unknown evaluator"), ("clean-3", "no step count"),
                        ("clean,clean", "twice"), (" , ", "names no evaluator")]:
         with pytest.raises(ValueError, match=match):
             evaluate.parse_suite(bad)
+
+
+def test_task_registry_defines_the_entries_and_the_order():
+    """The suite's entry kinds come from the task registry; each task runs once, the attack entries first
+    (corrupted_tfds reads their clean accuracy), the others in suite order."""
+    assert list(tasks.TASK_OF) == ["clean", "fgsm", "pgd", "cw", "autoattack", "corruptions", "corrupted_tfds",
+                                   "shift_sets"]
+    assert tasks.STEPPED == ("pgd", "cw") and all(callable(m.run) for m in tasks.TASKS.values())
+    entries = evaluate.parse_suite("shift_sets,corrupted_tfds,pgd-3,autoattack,clean")
+    assert [e.task for e in entries] == ["shift_sets", "corrupted_tfds", "attacks", "autoattack", "attacks"]
+    assert tasks.plan(entries) == ["attacks", "shift_sets", "corrupted_tfds", "autoattack"]
 
 
 # --- mCE ---------------------------------------------------------------------------------------------------
@@ -189,7 +201,7 @@ def _predict(run, variables, x):
 def test_corruption_task_counts_and_report(tmp_path, monkeypatch, variables_path):
     """Engine check with two stand-in corruptions of known effect: identity ('brightness' here) must give
     the clean error at every severity, black images ('fog' here) the error of the all-black prediction."""
-    from robust_jax.data import corruptions
+    from robust_jax import corruptions
 
     monkeypatch.setitem(corruptions._FUNCTIONS, "brightness", lambda key, img, sev: img)
     monkeypatch.setitem(corruptions._FUNCTIONS, "fog", lambda key, img, sev: jnp.zeros_like(img) * sev)
@@ -198,8 +210,6 @@ def test_corruption_task_counts_and_report(tmp_path, monkeypatch, variables_path
     run, variables = _model_and_variables(config, variables_path)
     rep = evaluate.evaluate(config, str(tmp_path))
     sec = rep["corruptions"]
-    from robust_jax import data as data_lib
-
     src = data_lib.source_for(config.data).split("test")
     x = np.stack([np.asarray(e["image"]) for e in src.dataset.take(32)])
     y = np.array([int(e["label"]) for e in src.dataset.take(32)])
@@ -226,7 +236,7 @@ def rep_dir(workdir, task):
 
 
 def test_unimplemented_corruption_fails_before_any_work(monkeypatch):
-    from robust_jax.data import corruptions
+    from robust_jax import corruptions
 
     for name in ("fog", "snow"):
         monkeypatch.delitem(corruptions._FUNCTIONS, name, raising=False)
@@ -235,7 +245,7 @@ def test_unimplemented_corruption_fails_before_any_work(monkeypatch):
 
 
 def _implemented():
-    from robust_jax.data import corruptions
+    from robust_jax import corruptions
 
     return [n for n in corruptions.ALL if n in corruptions._FUNCTIONS]
 
@@ -247,8 +257,8 @@ def _check_real_corruptions(names, variables_path):
     store = chunks.MemoryStore()
     compute = corruption_eval.compute_fn(run.model, variables, s, examples_store=store, num_examples=4,
                                          progress=False)
-    batches, nb = runner.data.eval_batches(config.data, "test", global_batch_size=8, mesh=parallel.make_mesh(),
-                                           num_examples=8)
+    batches, nb = data_lib.eval_batches(config.data, "test", global_batch_size=8, mesh=parallel.make_mesh(),
+                                        num_examples=8)
     total = compute(0, 0, list(batches))
     ex = store.load_arrays("examples")
     for name in names:
@@ -304,8 +314,6 @@ def test_autoattack_entry_chunks_equal_one_direct_run(tmp_path, monkeypatch, var
     config.eval.autoattack.update(seed=3, batch_size=8)
     rep = evaluate.evaluate(config, str(tmp_path))
     run, variables = _model_and_variables(config, variables_path)
-    from robust_jax import data as data_lib
-
     src = data_lib.source_for(config.data).split("test")
     x = np.stack([np.asarray(e["image"]) for e in src.dataset.take(32)])
     y = np.array([int(e["label"]) for e in src.dataset.take(32)])
@@ -460,7 +468,7 @@ def test_shift_set_over_several_splits_reports_their_mean(tmp_path):
 def test_shift_sets_entry_needs_sets():
     c = default.get_config("smoke")
     with pytest.raises(ValueError, match="eval.shift_sets is empty"):
-        runner._run_shift_sets(None, None, c, None, None, 1, 10, 0, 0, False, {"directories": {}})
+        runner.run_suite_detailed(None, None, c, None, suite="shift_sets", num_classes=10, progress=False)
 
 
 # --- plots -----------------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import numpy as np
 
 from configs import digits_dat
 from robust_jax import train
-from robust_jax.evaluation import visual_words
+from robust_jax.tools import visual_words
 
 
 def test_change_map_tints_exactly_the_flipped_cells():

@@ -33,9 +33,16 @@ def _fgsm(logits_fn, x, y, key, *, steps, settings):
 EVALUATORS: Dict[str, Callable] = {"clean": _clean, "fgsm": _fgsm, "pgd": _pgd("ce"), "cw": _pgd("cw")}
 
 
+def threat_model(cfg_eval, eps=None) -> dict:
+    """The attacks' settings from `eval`: norm, eps (`eps` when given: a point of the eps curve), step size."""
+    return {"norm": cfg_eval.norm, "eps": float(cfg_eval.eps if eps is None else eps),
+            "step_size": float(cfg_eval.step_size)}
+
+
 @functools.lru_cache(maxsize=32)
 def make_eval_step(model, entries: tuple, norm: str, num_examples: int = 0):
-    """jit(variables, batch, key, eps, step_size) -> {name: number of correct real examples}; with
+    """jit(variables, batch, key, eps, step_size) -> {name: number of correct real examples} for `entries`
+    (a tuple of `suite.Entry`); with
     `num_examples` > 0 also `examples` = {name: (images, predictions)} of the batch's first examples."""
 
     def step(variables, batch, key, eps, step_size):
@@ -43,12 +50,12 @@ def make_eval_step(model, entries: tuple, norm: str, num_examples: int = 0):
         x, y, mask = batch["image"], batch["label"], batch["mask"]
         settings = {"norm": norm, "eps": eps, "step_size": step_size}
         out, examples = {}, {}
-        for i, (name, kind, steps) in enumerate(entries):
-            x_eval = EVALUATORS[kind](logits_fn, x, y, jax.random.fold_in(key, i), steps=steps, settings=settings)
+        for i, e in enumerate(entries):
+            x_eval = EVALUATORS[e.kind](logits_fn, x, y, jax.random.fold_in(key, i), steps=e.steps, settings=settings)
             pred = jnp.argmax(logits_fn(x_eval), -1)
-            out[name] = jnp.sum(mask * (pred == y))
+            out[e.name] = jnp.sum(mask * (pred == y))
             if num_examples:
-                examples[name] = (x_eval[:num_examples], pred[:num_examples])
+                examples[e.name] = (x_eval[:num_examples], pred[:num_examples])
         if num_examples:
             out["examples"] = examples
         return out
@@ -59,12 +66,12 @@ def make_eval_step(model, entries: tuple, norm: str, num_examples: int = 0):
 def compute_fn(model, variables, entries, settings, key, *, examples_store=None, num_examples: int = 0):
     """`compute(chunk, first_batch, batches)` for `chunks.run_chunks`: counts per attack entry; the first
     chunk's first examples (clean and attacked images, predictions) go to `examples_store`."""
-    entries = tuple(tuple(e) for e in entries)
+    entries = tuple(entries)
     step = make_eval_step(model, entries, settings["norm"], num_examples if examples_store is not None else 0)
     eps, step_size = jnp.float32(settings["eps"]), jnp.float32(settings["step_size"])
 
     def compute(chunk, first, batches):
-        counts = {name: 0 for name, _, _ in entries}
+        counts = {e.name: 0 for e in entries}
         n = 0
         for j, batch in enumerate(batches):
             b = first + j

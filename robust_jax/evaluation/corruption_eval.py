@@ -1,6 +1,6 @@
 """The corruption entries.
 
-`corruptions`: every image of the eval split corrupted on the fly with `robust_jax.data.corruptions`
+`corruptions`: every image of the eval split corrupted on the fly with `robust_jax.corruptions`
 (jit-compiled per corruption and severity, on the accelerator; no ImageNet-C download), for the names of
 `eval.corruptions.names` ('benchmark' = the 15 of mCE, 'extra' = the 4 held-out, 'all' = 19, or a
 comma list) and `eval.corruptions.severities`. Randomness: batch b, corruption c, severity s use
@@ -18,12 +18,12 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from robust_jax.data import corruptions
+from robust_jax import corruptions
 from robust_jax.evaluation import chunks
 
 TFDS_BUILDERS = {"cifar10": "cifar10_corrupted", "imagenet2012": "imagenet2012_corrupted"}
 PARAMETERS = "ImageNet-C severity parameters (imagecorruptions); not CIFAR-10-C's (use corrupted_tfds for those)"
-"""Which severity parameters `robust_jax.data.corruptions` uses; recorded with every corruption number."""
+"""Which severity parameters `robust_jax.corruptions` uses; recorded with every corruption number."""
 
 
 def parse_names(spec: str) -> tuple:
@@ -50,7 +50,7 @@ def settings(cfg_eval) -> dict:
 
 
 def check_implemented(names) -> None:
-    """Fails before any work if a requested corruption has no implementation yet."""
+    """Fails before any work if a requested corruption has no implementation."""
     missing = []
     for n in names:
         try:

@@ -19,7 +19,7 @@ from typing import Dict, Mapping, Optional
 
 import numpy as np
 
-from robust_jax.data.corruptions import BENCHMARK
+from robust_jax.corruptions import BENCHMARK
 
 ALEXNET_ERRORS = {
     "gaussian_noise": 0.886428, "shot_noise": 0.894468, "impulse_noise": 0.922640, "defocus_blur": 0.819880,

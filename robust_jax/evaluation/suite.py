@@ -11,8 +11,8 @@
 | `corrupted_tfds` | the same from the prepared TFDS builders cifar10_corrupted/imagenet2012_corrupted |
 | `shift_sets`     | every set of `eval.shift_sets` (ImageNet-R/-A/-Sketch/-V2, ...)               |
 
-`clean`/`fgsm`/`pgd-K`/`cw-K` run together in one compiled step per batch (attack entries); the others
-are tasks of their own.
+The entry kinds are those of the task registry (`robust_jax.evaluation.tasks`): `clean`/`fgsm`/`pgd-K`/`cw-K`
+are the `attacks` task, one compiled step per batch; the others are tasks of their own.
 """
 from __future__ import annotations
 
@@ -20,23 +20,23 @@ import dataclasses
 import re
 from typing import List
 
-ATTACK_KINDS = ("clean", "fgsm", "pgd", "cw")
-TASK_KINDS = ("autoattack", "corruptions", "corrupted_tfds", "shift_sets")
-KINDS = ATTACK_KINDS + TASK_KINDS
+from robust_jax.evaluation import tasks
 
 
 @dataclasses.dataclass(frozen=True)
 class Entry:
     name: str   # as written in the suite, e.g. 'pgd-20'
-    kind: str   # one of KINDS
+    kind: str   # a key of tasks.TASK_OF
     steps: int  # attack iterations (pgd/cw), else 0
 
-    def __iter__(self):  # unpacks as (name, kind, steps), the tuple form older callers use
-        return iter((self.name, self.kind, self.steps))
+    @property
+    def task(self) -> str:
+        """The name of the task that computes this entry."""
+        return tasks.TASK_OF[self.kind]
 
     @property
     def is_attack(self) -> bool:
-        return self.kind in ATTACK_KINDS
+        return self.task == "attacks"
 
 
 def parse_suite(suite: str) -> List[Entry]:
@@ -44,13 +44,13 @@ def parse_suite(suite: str) -> List[Entry]:
     entries = []
     for name in [s.strip() for s in str(suite).split(",") if s.strip()]:
         m = re.fullmatch(r"([a-z_]+)(?:-(\d+))?", name)
-        if not m or m.group(1) not in KINDS:
-            raise ValueError(f"unknown evaluator {name!r} in eval suite; known: {', '.join(KINDS)} "
-                             "(pgd and cw take a step count, e.g. pgd-20)")
+        if not m or m.group(1) not in tasks.TASK_OF:
+            raise ValueError(f"unknown evaluator {name!r} in eval suite; known: {', '.join(tasks.TASK_OF)} "
+                             f"({' and '.join(tasks.STEPPED)} take a step count, e.g. pgd-20)")
         kind, steps = m.group(1), int(m.group(2) or 0)
-        if kind in ("pgd", "cw") and steps <= 0:
+        if kind in tasks.STEPPED and steps <= 0:
             raise ValueError(f"{name!r}: give the number of steps, e.g. {kind}-20")
-        if kind not in ("pgd", "cw") and m.group(2) is not None:
+        if kind not in tasks.STEPPED and m.group(2) is not None:
             raise ValueError(f"{name!r}: {kind} takes no step count")
         if any(e.name == name for e in entries):
             raise ValueError(f"{name!r} appears twice in the eval suite {suite!r}")

@@ -104,21 +104,22 @@ class AdvBNFineTuning(Method):
     def __init__(self, model, cfg, num_classes: int):
         _check_model(model, cfg.advbn.cut)
         super().__init__(model, cfg, num_classes)
+        self.cut = self.settings["cut"]
+        self.layer = advbn_lib.AdvBN(group_size=self.settings["group_size"] or None, clamp=self.settings["clamp"])
 
     @classmethod
     def settings_from_config(cls, cfg, num_classes):
         return dict(block_values(cfg.advbn, CONFIG["advbn"]), mixing=mixing_from_config(cfg, num_classes))
 
     def features(self, params, model_state, x):
-        return front_features(self.model.apply, params, model_state, x, cut=self.settings["cut"])
+        return front_features(self.model.apply, params, model_state, x, cut=self.cut)
 
     def head(self, params, model_state, f, *, train: bool, bn: str):
-        return head_logits(self.model.apply, params, model_state, f, cut=self.settings["cut"], train=train, bn=bn)
+        return head_logits(self.model.apply, params, model_state, f, cut=self.cut, train=train, bn=bn)
 
     def adversarial_features(self, params, model_state, f, targets):
         s = self.settings
-        layer = advbn_lib.AdvBN(group_size=s["group_size"] or None, clamp=s["clamp"])
-        return adversarial_features(self.model.apply, params, model_state, f, targets, cut=s["cut"], layer=layer,
+        return adversarial_features(self.model.apply, params, model_state, f, targets, cut=self.cut, layer=self.layer,
                                     steps=s["steps"], step_size=s["step_size"], eps=s["eps"])
 
     @classmethod

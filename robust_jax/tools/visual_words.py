@@ -1,7 +1,7 @@
 """Visual words of DAT: images, their VQGAN reconstructions, the adversarial discrete images the classifier
 trains on, and which codebook entries the attack flipped.
 
-    python -m robust_jax.evaluation.visual_words --config configs/digits_dat.py --workdir runs/digits_dat \
+    python -m robust_jax.tools.visual_words --config configs/digits_dat.py --workdir runs/digits_dat \
         [--num 8] [--output runs/digits_dat/visual_words.png]
 
 From Python (e.g. a notebook): `visual_words(method, params, model_state, x, y, key)` with a DAT method
@@ -12,14 +12,14 @@ apart.
 """
 from __future__ import annotations
 
-import argparse
 import functools
 import os
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from robust_jax.tools import trained_run
 
 
 def visual_words(method, params, model_state, x, labels, key) -> dict:
@@ -79,26 +79,16 @@ def plot(result: dict, path: str, class_names=None) -> str:
     return path
 
 
+@trained_run.command("visual_words")
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m robust_jax.evaluation.visual_words", description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", required=True, help="a DAT config file[:arg] (the run's config)")
-    p.add_argument("--workdir", required=True, help="the DAT run's workdir (its latest checkpoint is used)")
-    p.add_argument("--num", type=int, default=8, help="number of evaluation images")
+    p = trained_run.parser("visual_words", __doc__, "DAT")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--output", default="", help="PNG path (default: WORKDIR/visual_words.png)")
     args = p.parse_args(argv)
     from robust_jax import data
-    from robust_jax.evaluation import shift_sets, trained_run
+    from robust_jax.evaluation import shift_sets
 
-    config = trained_run.load_config(args.config)
-    if config.method.name != "dat":
-        print(f"visual_words: error: {args.config} trains method {config.method.name!r}, not 'dat'", file=sys.stderr)
-        return 2
-    try:
-        method, params, variables, batch = trained_run.load(config, args.workdir, args.num)
-    except FileNotFoundError as e:
-        print(f"visual_words: error: {e}", file=sys.stderr)
-        return 1
+    config = trained_run.load_config(args.config, method="dat")
+    method, params, variables, batch = trained_run.load(config, args.workdir, args.num)
     result = visual_words(method, params, variables, batch["image"], batch["label"], jax.random.key(args.seed))
     out = plot(result, args.output or os.path.join(args.workdir, "visual_words.png"),
                class_names=shift_sets.class_names(data.source_for(config.data)))

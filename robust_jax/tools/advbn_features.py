@@ -1,7 +1,7 @@
 """What AdvBN's adversarial feature statistics look like: the factors the attack finds, a few channels'
 feature maps before and after, and the perturbation decoded back to an image.
 
-    python -m robust_jax.evaluation.advbn_features --config configs/digits_advbn.py --workdir runs/digits_advbn \
+    python -m robust_jax.tools.advbn_features --config configs/digits_advbn.py --workdir runs/digits_advbn \
         [--num 8] [--output runs/digits_advbn/advbn_features.png]
 
 Decoding is feature inversion (Mahendran & Vedaldi): from a grey image, Adam on the relative residual
@@ -12,14 +12,14 @@ the arrays and `plot(result, path)` draws them.
 """
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+from robust_jax.tools import trained_run
 
 
 def total_variation(x):
@@ -137,32 +137,19 @@ def summary(result: dict) -> str:
             f"{float(result['residual_adv']):.3g} (clean control {float(result['residual_clean']):.3g})")
 
 
+@trained_run.command("advbn_features")
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m robust_jax.evaluation.advbn_features",
-                                description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", required=True, help="an AdvBN config file[:arg] (the run's config)")
-    p.add_argument("--workdir", required=True, help="the AdvBN run's workdir (its latest checkpoint is used)")
-    p.add_argument("--num", type=int, default=8, help="number of evaluation images (a multiple of the group size)")
+    p = trained_run.parser("advbn_features", __doc__, "AdvBN",
+                           num_help="number of evaluation images (a multiple of the group size)")
     p.add_argument("--eps", type=float, default=0.0,
                    help="attack box [1 - eps, 1 + eps] for the picture (default: the run's method.advbn.eps)")
-    p.add_argument("--output", default="", help="PNG path (default: WORKDIR/advbn_features.png)")
     args = p.parse_args(argv)
-    from robust_jax.evaluation import trained_run
-
-    config = trained_run.load_config(args.config)
-    if config.method.name != "advbn":
-        print(f"advbn_features: error: {args.config} trains method {config.method.name!r}, not 'advbn'",
-              file=sys.stderr)
-        return 2
+    config = trained_run.load_config(args.config, method="advbn")
     config.unlock()
     config.method.advbn.group_size = 0  # one group: the images shown share their statistics
     if args.eps:
         config.method.advbn.eps = args.eps
-    try:
-        method, params, variables, batch = trained_run.load(config, args.workdir, args.num)
-    except FileNotFoundError as e:
-        print(f"advbn_features: error: {e}", file=sys.stderr)
-        return 1
+    method, params, variables, batch = trained_run.load(config, args.workdir, args.num)
     result = advbn_features(method, params, variables, batch["image"], batch["label"])
     out = plot(result, args.output or os.path.join(args.workdir, "advbn_features.png"))
     print(summary(result))

@@ -1,4 +1,4 @@
-"""Side-by-side reports of several runs: `python -m robust_jax.evaluation.compare RUN_DIR... [--output DIR]`.
+"""Side-by-side reports of several runs: `python -m robust_jax.tools.compare RUN_DIR... [--output DIR]`.
 
 Reads each run's `report.json` (written by training or `--mode eval`) and writes `comparison.md` (overall
 accuracies, and per-corruption accuracy when the runs evaluated corruptions) and `comparison.png` (grouped
@@ -76,7 +76,7 @@ def comparison(reports: dict) -> tuple:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m robust_jax.evaluation.compare", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m robust_jax.tools.compare", description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", help="run directories (holding report.json) or report.json files")
     p.add_argument("--labels", default="", help="comma-separated labels, one per run (default: directory names)")
     p.add_argument("--output", default=".", help="directory for comparison.md and comparison.png")
