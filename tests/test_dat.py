@@ -8,10 +8,9 @@ import ml_collections
 import numpy as np
 import pytest
 
-from robust_jax import methods, models, state as state_lib
+from robust_jax import methods, mixing, models, state as state_lib
 from robust_jax.attacks import discrete
 from robust_jax.attacks.losses import cross_entropy
-from robust_jax.data import mix
 from robust_jax.models import variables_io
 
 EPS = 0.1
@@ -87,7 +86,7 @@ def test_attack_matches_the_hand_written_reference_step():
     model, variables = _small_cnn()
     params, model_state = variables["params"], {"batch_stats": variables["batch_stats"]}
     x = jax.random.uniform(jax.random.key(2), (8, 16, 16, 1))
-    targets = mix.smooth(jnp.arange(8) % 10, 10, 0.1)  # soft targets, as after mixup / label smoothing
+    targets = mixing.smooth(jnp.arange(8) % 10, 10, 0.1)  # soft targets, as after mixup / label smoothing
     coins = set()
     for seed in (100, 101, 106):  # 106 draws no random start
         key = jax.random.key(seed)
@@ -136,7 +135,7 @@ def test_dat_loss_matches_the_hand_written_reference(vqgan_file, variant):
 
     # By hand: no mixing configured, so the mixing key is unused; targets are the smoothed labels.
     _, _, k_attack, _ = jax.random.split(key, 4)
-    targets = mix.smooth(batch["label"], 10, 0.1)
+    targets = mixing.smooth(batch["label"], 10, 0.1)
     vq = dat.vqgan
     q = lambda v: vq.apply(dat.frozen["vqgan"], v, method=vq.reconstruct)
     clean_logits, state1 = _train_logits(model, params, model_state, x)
