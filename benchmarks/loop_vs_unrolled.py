@@ -37,7 +37,7 @@ def hlo_variants(args):
     from robust_jax.attacks import losses
     from robust_jax.models import layers
 
-    pgd_mod = __import__("robust_jax.attacks.pgd", fromlist=["pgd"])
+    from robust_jax.attacks import projected_gradient as pgd_mod
     model, v = C.jax_model_and_variables()
     batch = C.jax_batch()
     x, y = batch["image"], batch["label"]
@@ -86,7 +86,7 @@ def main():
     from robust_jax.attacks import pgd as pgd_lib
     from robust_jax.models import layers
 
-    pgd_mod = __import__("robust_jax.attacks.pgd", fromlist=["pgd"])  # the module (the package re-exports pgd)
+    from robust_jax.attacks import projected_gradient as pgd_mod
     model, variables = C.jax_model_and_variables()
     batch, key = C.jax_batch(), jax.random.key(1)
     x, y = batch["image"], batch["label"]

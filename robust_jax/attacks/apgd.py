@@ -8,10 +8,12 @@ This is a port of the algorithm of the reference implementation (`pyautoattack` 
 `autopgd_base.APGDAttack` / `APGDAttack_targeted`, the code of fra31/auto-attack), step for step:
 
 - start: Linf x + eps * t / max|t| with t ~ U[-1,1]^d; L2 x + eps * t / |t|_2 with t ~ N(0, I); clipped to
-  [0,1]. `x_init` replaces it (first restart only), also clipped to [0,1] and not projected, as there.
+  the box `bounds` ([0,1] by default). `x_init` replaces it (first restart only), also clipped into the box
+  and not projected, as there.
 - step n (n = 0..steps-1), per example: z = P(x_n + s_n * dir(g_n)); x_{n+1} = P(x_n + a (z - x_n)
   + (1 - a)(x_n - x_{n-1})), a = 1 at n = 0 and 0.75 after; dir = sign (Linf) or g / |g|_2 (L2); P is the
-  projection onto the eps-ball and [0,1] (for L2 the reference's form, x + d/|d| * min(eps, |d|)).
+  projection onto the eps-ball and the box (for L2 the reference's form, x + d/|d| * min(eps, |d|)); the
+  geometry is `primitives`' with the reference's arithmetic as its parameters.
 - gradients g are of the summed per-example loss, averaged over `eot_iter` samples of a randomised model.
 - best point: the iterate of highest loss so far (strict increase), with its gradient.
 - step-size checkpoints: the first after int(0.22 * steps) steps, then windows shrinking by
@@ -55,41 +57,27 @@ import jax
 import jax.numpy as jnp
 
 from robust_jax.attacks import losses as losses_lib
-from robust_jax.checks import check_images, check_labels
+from robust_jax.attacks import primitives as prim
+from robust_jax.checks import check_bounds, check_images, check_labels
 
-NORMS = ("linf", "l2")
+NORMS = prim.NORMS
 LOSSES = ("ce", "dlr", "ce-targeted", "dlr-targeted")
-_TINY = 1e-12  # the reference's guard in every normalisation
+# The reference's rounding of radius * v / |v|: it normalises first, v / (|v| + 1e-12), then scales.
+_ARITHMETIC = dict(guard=prim.GUARD, scale_first=False)
 
 
-def _norm(v, norm: str):
-    """Per-example Linf or L2 norm, broadcastable against v."""
-    axes = tuple(range(1, v.ndim))
-    if norm == "linf":
-        return jnp.max(jnp.abs(v), axis=axes, keepdims=True)
-    return jnp.sqrt(jnp.sum(jnp.square(v), axis=axes, keepdims=True))
+def _project(z, x, eps, norm: str, bounds):
+    """Onto the eps-ball around x, then into the box, in the reference's arithmetic: Linf
+    clip(z, x - eps, x + eps), L2 x + d / (|d| + 1e-12) * min(eps, |d|) with d = z - x."""
+    return prim.project(z, x, norm=norm, eps=eps, bounds=bounds, linf_rule="clamp", l2_rule="radius",
+                        guard=prim.GUARD)
 
 
-def _normalize(v, norm: str):
-    return v / (_norm(v, norm) + _TINY)
-
-
-def _project(z, x, eps, norm: str):
-    """Onto the eps-ball around x, then [0,1], in the reference's arithmetic for each norm."""
-    if norm == "linf":
-        return jnp.clip(jnp.minimum(jnp.maximum(z, x - eps), x + eps), 0.0, 1.0)
-    d = z - x
-    return jnp.clip(x + _normalize(d, "l2") * jnp.minimum(eps, _norm(d, "l2")), 0.0, 1.0)
-
-
-def random_start(key, x, *, norm: str, eps):
-    """APGD's start: a random direction of norm exactly eps (Linf: t / max|t|, t ~ U[-1,1]; L2: Gaussian),
-    added to x and clipped to [0,1]."""
-    if norm == "linf":
-        t = 2.0 * jax.random.uniform(key, x.shape, jnp.float32) - 1.0
-    else:
-        t = jax.random.normal(key, x.shape, jnp.float32)
-    return jnp.clip(x + eps * _normalize(t, norm), 0.0, 1.0)
+def random_start(key, x, *, norm: str, eps, bounds=prim.UNIT_BOX):
+    """APGD's start: x + eps * t / (|t| + 1e-12) (Linf: t ~ U[-1,1]^d; L2: t ~ N(0, I)), a point at norm
+    exactly eps, clipped into the box (`primitives.direction_start`, float32)."""
+    return prim.direction_start(key, jnp.asarray(x, jnp.float32), norm=norm, radius=eps, bounds=bounds,
+                                **_ARITHMETIC)
 
 
 def target_classes(clean_logits, target_rank):
@@ -156,16 +144,18 @@ def _check(norm, eps, steps, restarts, loss, rho, eot_iter):
 
 
 def apgd_run(logits_fn: Callable, x, y, key, *, norm: str, eps, steps: int = 100, loss: str = "ce",
-             y_target=None, rho: float = 0.75, eot_iter: int = 1, x_init=None):
+             y_target=None, rho: float = 0.75, eot_iter: int = 1, x_init=None, bounds=prim.UNIT_BOX):
     """One APGD run on every example (the reference's `attack_single_run`).
 
     Starts at `x_init` if given, else at `random_start(key)`. `y_target` [B] is needed by the targeted
     losses. Returns `(x_best, robust, loss_best, x_adv)`: the point of highest loss and that loss,
     `robust` = argmax == y at the start and at every iterate, and `x_adv` = the last misclassified
-    iterate (the start where never misclassified). All stop_gradient'ed.
+    iterate (the start where never misclassified). All stop_gradient'ed. bounds=(lo, hi): the box of valid
+    inputs; x must lie in it and every iterate is clipped into it.
     """
     _check(norm, eps, steps, 1, loss, rho, eot_iter)
-    check_images(x, "x")
+    bounds = check_bounds(bounds)
+    check_images(x, "x", bounds)
     if loss.endswith("targeted") and y_target is None:
         raise ValueError(f"loss {loss!r} needs y_target")
     steps = int(steps)
@@ -175,9 +165,9 @@ def apgd_run(logits_fn: Callable, x, y, key, *, norm: str, eps, steps: int = 100
     if x_init is None:
         if key is None:
             raise ValueError("apgd_run needs a key for its random start (or pass x_init)")
-        x0 = random_start(k_start, x, norm=norm, eps=eps)
+        x0 = random_start(k_start, x, norm=norm, eps=eps, bounds=bounds)
     else:
-        x0 = jnp.clip(jnp.asarray(x_init, jnp.float32), 0.0, 1.0)
+        x0 = prim.clip_to_box(jnp.asarray(x_init, jnp.float32), bounds)
     if eot_iter > 1 and key is None:
         raise ValueError("eot_iter > 1 needs a key for the randomised model")
     grad_fn = _loss_and_grad(logits_fn, _loss_fn(loss, y, y_target), eot_iter)
@@ -205,9 +195,9 @@ def apgd_run(logits_fn: Callable, x, y, key, *, norm: str, eps, steps: int = 100
         # Momentum step; the first step has none.
         a = jnp.where(i > 0, 0.75, 1.0).astype(jnp.float32)
         momentum = s["x_adv"] - s["x_old"]
-        direction = jnp.sign(s["grad"]) if norm == "linf" else _normalize(s["grad"], "l2")
-        z = _project(s["x_adv"] + as_image(s["step"]) * direction, x, eps, norm)
-        x_new = _project(s["x_adv"] + (z - s["x_adv"]) * a + momentum * (1.0 - a), x, eps, norm)
+        step = prim.ascent_step(s["grad"], norm=norm, step_size=as_image(s["step"]), **_ARITHMETIC)
+        z = _project(s["x_adv"] + step, x, eps, norm, bounds)
+        x_new = _project(s["x_adv"] + (z - s["x_adv"]) * a + momentum * (1.0 - a), x, eps, norm, bounds)
 
         grad, logits, cur = grad_fn(x_new, eot_key(i + 1))
         fooled = jnp.argmax(logits, axis=-1) != y
@@ -252,8 +242,9 @@ def apgd_run(logits_fn: Callable, x, y, key, *, norm: str, eps, steps: int = 100
 
 def apgd(logits_fn: Callable, x, y, key, *, norm: str, eps, steps: int = 100, restarts: int = 1,
          loss: str = "ce", target_rank: int = 2, rho: float = 0.75, eot_iter: int = 1,
-         x_init: Optional[jax.Array] = None):
-    """APGD with restarts (the reference's `perturb`): returns x_adv [B,H,W,C] in [0,1].
+         x_init: Optional[jax.Array] = None, bounds=prim.UNIT_BOX):
+    """APGD with restarts (the reference's `perturb`): returns x_adv [B,H,W,C] in the box `bounds`
+    (default [0,1]), which x and x_init must lie in.
 
     loss: 'ce' (APGD-CE), 'dlr' (APGD-DLR), 'dlr-targeted' (APGD-T for one target rank), 'ce-targeted'.
     restarts: at most this many runs (may be traced); they stop once no example is left robust.
@@ -266,7 +257,8 @@ def apgd(logits_fn: Callable, x, y, key, *, norm: str, eps, steps: int = 100, re
     (never fooled, or misclassified already on x) are returned as x.
     """
     _check(norm, eps, steps, restarts, loss, rho, eot_iter)
-    check_images(x, "x")
+    bounds = check_bounds(bounds)
+    check_images(x, "x", bounds)
     check_labels(y, x.shape[0], "y")
     x = jnp.asarray(x, jnp.float32)
     y = jnp.asarray(y, jnp.int32)
@@ -283,7 +275,7 @@ def apgd(logits_fn: Callable, x, y, key, *, norm: str, eps, steps: int = 100, re
     robust0 = jnp.argmax(clean, axis=-1) == y
     has_init = x_init is not None
     if has_init:
-        check_images(x_init, "x_init")
+        check_images(x_init, "x_init", bounds)
         if x_init.shape != x.shape:
             raise ValueError(f"x_init must have the shape of x {x.shape}, got {x_init.shape}")
         x_init = jnp.asarray(x_init, jnp.float32)
@@ -291,11 +283,12 @@ def apgd(logits_fn: Callable, x, y, key, *, norm: str, eps, steps: int = 100, re
     def one_restart(carry):
         r, adv, robust = carry
         k = jax.random.fold_in(k_runs, r)
-        start = random_start(jax.random.fold_in(k, 1), x, norm=norm, eps=eps)
+        start = random_start(jax.random.fold_in(k, 1), x, norm=norm, eps=eps, bounds=bounds)
         if has_init:
             start = jnp.where(r == 0, x_init, start)
         _, still_robust, _, x_adv = apgd_run(logits_fn, x, y, k, norm=norm, eps=eps, steps=steps, loss=loss,
-                                             y_target=y_target, rho=rho, eot_iter=eot_iter, x_init=start)
+                                             y_target=y_target, rho=rho, eot_iter=eot_iter, x_init=start,
+                                             bounds=bounds)
         newly_fooled = robust & ~still_robust
         adv = jnp.where(newly_fooled.reshape((-1,) + (1,) * (x.ndim - 1)), x_adv, adv)
         return r + 1, adv, robust & still_robust

@@ -14,7 +14,8 @@ returns a misclassified point for it (the per-point worst case over the ensemble
 
 Named attacks in version="custom" take the reference's constructor defaults (APGD-CE/-DLR and FAB with
 5 restarts, APGD-T/FAB-T with 1 restart). A `(name, attack)` pair is any `attack(logits_fn, x, y, key)
--> x_adv` with its settings bound (e.g. `functools.partial(pgd, norm=..., eps=..., ...)`).
+-> x_adv` with its settings bound (e.g. `functools.partial(pgd, norm=..., eps=..., ...)`, including its
+`bounds` when they are not [0,1]).
 
 Mechanics: on the host, the still-robust points are gathered, cut into batches of `batch_size` and each
 batch padded (by repeating its own points, so an attack never sees a point already broken) up to a
@@ -47,7 +48,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from robust_jax.attacks import sanity_checks
-from robust_jax.checks import check_images, check_labels
+from robust_jax.checks import check_bounds, check_images, check_labels
 
 VERSIONS = ("standard", "plus", "rand", "custom")
 ATTACK_NAMES = ("apgd-ce", "apgd-t", "fab-t", "square", "apgd-dlr", "fab")
@@ -76,48 +77,49 @@ class _Stage:
     targeted: bool = False
 
 
-def _apgd_stage(name, *, norm, eps, restarts, loss, eot_iter=1):
+def _apgd_stage(name, *, norm, eps, bounds, restarts, loss, eot_iter=1):
     def attack(logits_fn, x, y, key, target_rank):
         from robust_jax.attacks.apgd import apgd
         kw = dict(target_rank=target_rank) if target_rank is not None else {}
         return apgd(logits_fn, x, y, key, norm=norm, eps=eps, steps=100, restarts=restarts, loss=loss,
-                    rho=0.75, eot_iter=eot_iter, **kw)
+                    rho=0.75, eot_iter=eot_iter, bounds=bounds, **kw)
     return _Stage(name, attack, targeted=loss.endswith("targeted"))
 
 
-def _fab_stage(name, *, norm, eps, restarts, targeted):
+def _fab_stage(name, *, norm, eps, bounds, restarts, targeted):
     def attack(logits_fn, x, y, key, target_rank):
         from robust_jax.attacks.fab import fab
         kw = dict(target_rank=target_rank) if target_rank is not None else {}
         return fab(logits_fn, x, y, key, norm=norm, eps=eps, steps=100, restarts=restarts, targeted=targeted,
-                   alpha_max=0.1, eta=1.05, beta=0.9, **kw)
+                   alpha_max=0.1, eta=1.05, beta=0.9, bounds=bounds, **kw)
     return _Stage(name, attack, targeted=targeted)
 
 
-def _square_stage(name, *, norm, eps):
+def _square_stage(name, *, norm, eps, bounds):
     def attack(logits_fn, x, y, key, target_rank):
         from robust_jax.attacks.square import square
         return square(logits_fn, x, y, key, norm=norm, eps=eps, queries=5000, p_init=0.8, restarts=1,
-                      loss="margin", rescale_schedule=False)
+                      loss="margin", rescale_schedule=False, bounds=bounds)
     return _Stage(name, attack)
 
 
-def _named_stage(name: str, *, norm, eps, version):
+def _named_stage(name: str, *, norm, eps, bounds, version):
     """The reference's settings of each attack for a version (custom: its constructor defaults)."""
     many = 1 if version in ("standard", "rand") else 5
     eot = 20 if version == "rand" else 1
+    kw = dict(norm=norm, eps=eps, bounds=bounds)
     if name == "apgd-ce":
-        return _apgd_stage(name, norm=norm, eps=eps, restarts=many, loss="ce", eot_iter=eot)
+        return _apgd_stage(name, restarts=many, loss="ce", eot_iter=eot, **kw)
     if name == "apgd-dlr":
-        return _apgd_stage(name, norm=norm, eps=eps, restarts=many, loss="dlr", eot_iter=eot)
+        return _apgd_stage(name, restarts=many, loss="dlr", eot_iter=eot, **kw)
     if name == "apgd-t":
-        return _apgd_stage(name, norm=norm, eps=eps, restarts=1, loss="dlr-targeted")
+        return _apgd_stage(name, restarts=1, loss="dlr-targeted", **kw)
     if name == "fab":
-        return _fab_stage(name, norm=norm, eps=eps, restarts=many, targeted=False)
+        return _fab_stage(name, restarts=many, targeted=False, **kw)
     if name == "fab-t":
-        return _fab_stage(name, norm=norm, eps=eps, restarts=1, targeted=True)
+        return _fab_stage(name, restarts=1, targeted=True, **kw)
     if name == "square":
-        return _square_stage(name, norm=norm, eps=eps)
+        return _square_stage(name, **kw)
     raise ValueError(f"unknown AutoAttack attack {name!r}; known: {ATTACK_NAMES} or a (name, callable) pair")
 
 
@@ -141,7 +143,9 @@ def _bucket(n: int, batch_size: int, multiple: int) -> int:
 
 
 class AutoAttack:
-    """AutoAttack on a pure `apply_fn(variables, x) -> logits` (inference mode) on [0,1] NHWC images.
+    """AutoAttack on a pure `apply_fn(variables, x) -> logits` (inference mode) on NHWC images in the box
+    `bounds=(lo, hi)` (default [0,1]): the named attacks keep their points in it, and the final check
+    requires every returned point to lie in it.
 
     `AutoAttack(apply_fn, norm="Linf", eps=8/255).run(variables, x, y)` -> `AutoAttackResult`. For
     version="rand", `apply_fn(variables, x, key)`. `n_target_classes` caps the targets of APGD-T/FAB-T
@@ -152,7 +156,7 @@ class AutoAttack:
     def __init__(self, apply_fn: Callable, *, norm: str, eps: float, version: str = "standard",
                  attacks: Optional[Sequence[Union[str, Tuple[str, Callable]]]] = None, seed: int = 0,
                  batch_size: int = 500, n_target_classes: int = 9, mesh=None, log: Optional[Callable] = print,
-                 progress: bool = True, checks: bool = True):
+                 progress: bool = True, checks: bool = True, bounds=(0.0, 1.0)):
         if str(norm).lower() not in _NORMS:
             raise ValueError(f"norm must be 'Linf' or 'L2', got {norm!r}")
         if not eps > 0:
@@ -166,13 +170,14 @@ class AutoAttack:
         if batch_size < 1 or n_target_classes < 1:
             raise ValueError(f"batch_size and n_target_classes must be >= 1, got {batch_size}, {n_target_classes}")
         self.apply_fn, self.norm, self.eps, self.version = apply_fn, _NORMS[str(norm).lower()], float(eps), version
+        self.bounds = check_bounds(bounds)
         self.seed, self.n_target_classes, self.mesh = seed, n_target_classes, mesh
         self.log, self.progress, self.checks = log or (lambda *_: None), progress, checks
         self.randomized = version == "rand"
         stages = []
         for a in (attacks if version == "custom" else VERSION_ATTACKS[version]):
             if isinstance(a, str):
-                stages.append(_named_stage(a, norm=self.norm, eps=self.eps, version=version))
+                stages.append(_named_stage(a, norm=self.norm, eps=self.eps, bounds=self.bounds, version=version))
             else:
                 name, fn = a
                 if not callable(fn):
@@ -264,10 +269,10 @@ class AutoAttack:
         sanity_checks.check_n_classes(n_classes, [s.name for s in self.stages], n_targets, log=self.log)
 
     def run(self, variables, x, y) -> AutoAttackResult:
-        """Evaluates (x, y): x float32 NHWC in [0,1], y int labels. Returns an `AutoAttackResult`."""
+        """Evaluates (x, y): x float32 NHWC in the box `bounds`, y int labels. Returns an `AutoAttackResult`."""
         t_start = time.time()
         x = np.ascontiguousarray(np.asarray(x, np.float32))
-        check_images(x, "x")
+        check_images(x, "x", self.bounds)
         y = np.asarray(y)
         check_labels(y, len(x), "y")
         y = y.astype(np.int32)
@@ -329,7 +334,8 @@ class AutoAttack:
         norms = sanity_checks.perturbation_norms(x_adv, x, self.norm)
         self.log(f"max {'Linf' if self.norm == 'linf' else 'L2'} perturbation: {norms.max(initial=0.0):.5f}, "
                  f"nan in tensor: {int(np.isnan(x_adv).sum())}, max: {x_adv.max():.5f}, min: {x_adv.min():.5f}")
-        sanity_checks.check_result(x, x_adv, y, fooled, norm=self.norm, eps=self.eps, logits=logits)
+        sanity_checks.check_result(x, x_adv, y, fooled, norm=self.norm, eps=self.eps, logits=logits,
+                                   bounds=self.bounds)
         self.log(f"robust accuracy: {robust.mean():.2%}")
         per_attack.pop("clean")
         return AutoAttackResult(x_adv=x_adv, clean_correct=clean_correct, robust=robust, per_attack=per_attack,

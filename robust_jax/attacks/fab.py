@@ -6,11 +6,11 @@ point x1: for a class k the decision boundary f_k = f_y becomes the hyperplane
 <g, z> = <g, x1> - (f_k - f_y)(x1), g = grad(f_k - f_y)(x1). Untargeted FAB picks the class whose
 hyperplane is nearest, |f_k - f_y| / ||g||_dual; FAB-T uses the class ranked `target_rank`-th by the
 clean logits (2 = the runner-up). Both x1 and the original x are projected onto that hyperplane within
-the box [0,1] (`fab_projections`), giving d1 and d2, and the next point mixes the two overshot
-projections, biased towards the one from x to stay close to it:
+the box `bounds` ([0,1] by default; `fab_projections`), giving d1 and d2, and the next point mixes the
+two overshot projections, biased towards the one from x to stay close to it:
 
     alpha = min(max(|d1| / (|d1| + |d2|), 0), alpha_max)
-    x1 <- clip((x1 + eta d1)(1 - alpha) + (x + eta d2) alpha, 0, 1).
+    x1 <- clip((x1 + eta d1)(1 - alpha) + (x + eta d2) alpha, lo, hi).
 
 When x1 is misclassified it is recorded if it is the smallest-norm adversarial point so far, and x1 steps
 back towards x: x1 <- x + beta (x1 - x). A run is one `lax.fori_loop` over `steps`; per iteration one
@@ -18,7 +18,7 @@ forward pass with one backward pass (FAB-T) or K batched backward passes (untarg
 K x the batch's input gradients, as the reference's), then one forward pass for the prediction; the
 restarts are an outer `fori_loop`, so compile time grows with neither. Restart 0 starts at x; the
 others at x plus a random perturbation of norm eps/2 (Linf: uniform noise scaled to max-norm eps/2; L2:
-Gaussian noise scaled to L2 norm eps/2), clipped to [0,1], as the reference does.
+Gaussian noise scaled to L2 norm eps/2), clipped into the box, as the reference does.
 
 Fixed-eps evaluation (AutoAttack): an example counts as fooled when a run's best point is misclassified
 and within eps; the first such run's point is kept, later restarts do not replace it (the reference only
@@ -43,16 +43,17 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from robust_jax.attacks import primitives as prim
 from robust_jax.attacks.fab_projections import project_l2, project_linf
-from robust_jax.checks import check_images, check_labels
+from robust_jax.checks import check_bounds, check_images, check_labels
 
-NORMS = ("linf", "l2")
+NORMS = prim.NORMS
 _NOT_FOUND = 1e10  # the reference's "no adversarial point yet" norm
 
 
 def _row_norm(v, norm):
-    v = v.reshape(v.shape[0], -1)
-    return jnp.max(jnp.abs(v), axis=1) if norm == "linf" else jnp.sqrt(jnp.sum(jnp.square(v), axis=1))
+    """Per-example norm, shape [B]."""
+    return prim.per_example_norm(v, norm, keepdims=False)
 
 
 def _diff_logits_grads(logits_fn, x1, y, target):
@@ -75,11 +76,11 @@ def _diff_logits_grads(logits_fn, x1, y, target):
     return df.astype(jnp.float32), dg
 
 
-def _single_run(logits_fn, x, y, x_start, target, *, norm, steps, alpha_max, eta, beta):
+def _single_run(logits_fn, x, y, x_start, target, *, norm, steps, alpha_max, eta, beta, bounds):
     """One FAB run from x_start: (best adversarial point [B, ...], its norm [B], 1e10 where none found)."""
     batch = x.shape[0]
     bcast = (-1,) + (1,) * (x.ndim - 1)
-    project = project_linf if norm == "linf" else project_l2
+    solver = project_linf if norm == "linf" else project_l2
     x_flat = x.reshape(batch, -1)
 
     def step(_, state):
@@ -89,13 +90,13 @@ def _single_run(logits_fn, x, y, x_start, target, *, norm, steps, alpha_max, eta
         k = jnp.argmin(jnp.abs(df) / (1e-12 + dual), axis=1)  # nearest linearised boundary
         w = jnp.take_along_axis(dg, k[:, None, None], axis=1)[:, 0]
         b = -jnp.take_along_axis(df, k[:, None], axis=1)[:, 0] + jnp.sum(w * x1.reshape(batch, -1), axis=1)
-        d = project(jnp.concatenate([x1.reshape(batch, -1), x_flat]), jnp.concatenate([w, w]),
-                    jnp.concatenate([b, b]))
+        d = solver(jnp.concatenate([x1.reshape(batch, -1), x_flat]), jnp.concatenate([w, w]),
+                   jnp.concatenate([b, b]), bounds=bounds)
         size = jnp.maximum(_row_norm(d, norm), 1e-8)
         a1, a2 = size[:batch], size[batch:]
         alpha = jnp.minimum(jnp.maximum(a1 / (a1 + a2), 0.0), alpha_max).reshape(bcast)
         d1, d2 = d[:batch].reshape(x.shape), d[batch:].reshape(x.shape)
-        x1 = jnp.clip((x1 + eta * d1) * (1 - alpha) + (x + d2 * eta) * alpha, 0.0, 1.0)
+        x1 = prim.clip_to_box((x1 + eta * d1) * (1 - alpha) + (x + d2 * eta) * alpha, bounds)
 
         is_adv = jnp.argmax(logits_fn(x1), axis=-1) != y
         dist = _row_norm(x1 - x, norm)
@@ -110,15 +111,11 @@ def _single_run(logits_fn, x, y, x_start, target, *, norm, steps, alpha_max, eta
     return adv, best
 
 
-def random_start(key, x, *, norm: str, eps):
+def random_start(key, x, *, norm: str, eps, bounds=prim.UNIT_BOX):
     """The reference's restart point: x + (eps/2) * t / ||t|| (Linf: t ~ U[-1,1]^n; L2: t ~ N(0, I)),
-    clipped to [0,1]."""
-    bcast = (-1,) + (1,) * (x.ndim - 1)
-    if norm == "linf":
-        t = jax.random.uniform(key, x.shape, x.dtype, -1.0, 1.0)
-    else:
-        t = jax.random.normal(key, x.shape, x.dtype)
-    return jnp.clip(x + eps * t / _row_norm(t, norm).reshape(bcast) * 0.5, 0.0, 1.0)
+    clipped into the box (`primitives.direction_start`, scaled before dividing by the bare norm, as
+    the reference rounds it)."""
+    return prim.direction_start(key, x, norm=norm, radius=0.5 * eps, bounds=bounds, guard=0.0, scale_first=True)
 
 
 def _check(norm, eps, steps, restarts, key, targeted, target_rank, num_classes):
@@ -137,17 +134,19 @@ def _check(norm, eps, steps, restarts, key, targeted, target_rank, num_classes):
 
 def fab(logits_fn: Callable, x, y, key, *, norm: str, eps, steps: int = 100, restarts: int = 1,
         targeted: bool = False, target_rank=2, alpha_max: float = 0.1, eta: float = 1.05,
-        beta: float = 0.9):
+        beta: float = 0.9, bounds=prim.UNIT_BOX):
     """FAB (targeted=False) or FAB-T (targeted=True) at a fixed budget `eps`.
 
     Returns x_adv: per example, the smallest-norm misclassified point of the first run (restart) whose
     point lies within eps, or x unchanged when no run found one (or x was misclassified already).
     `target_rank` (may be traced) picks FAB-T's class by the clean logits: 2 = the runner-up. `key`
     drives the random starts of restarts 1, 2, ... (restart 0 starts at x; `key` may be None when
-    restarts <= 1).
+    restarts <= 1). bounds=(lo, hi): the box of valid inputs (default [0,1]); x must lie in it, and the
+    boundary projections and every iterate stay in it.
     """
     norm = norm.lower()
-    check_images(x, "x")
+    bounds = check_bounds(bounds)
+    check_images(x, "x", bounds)
     check_labels(y, x.shape[0], "y")
     logits0 = logits_fn(x)
     _check(norm, eps, steps, restarts, key, targeted, target_rank, logits0.shape[-1])
@@ -162,9 +161,9 @@ def fab(logits_fn: Callable, x, y, key, *, norm: str, eps, steps: int = 100, res
     def restart(r, carry):
         x_out, fooled = carry
         x_start = x if restarts <= 1 else jnp.where(
-            r > 0, random_start(jax.random.fold_in(key, r), x, norm=norm, eps=eps), x)
+            r > 0, random_start(jax.random.fold_in(key, r), x, norm=norm, eps=eps, bounds=bounds), x)
         adv, best = _single_run(logits_fn, x, y, x_start, target, norm=norm, steps=steps,
-                                alpha_max=alpha_max, eta=eta, beta=beta)
+                                alpha_max=alpha_max, eta=eta, beta=beta, bounds=bounds)
         # as the reference's perturb: re-predict the returned point, and count it only within eps
         new = (correct & ~fooled & (best < _NOT_FOUND) & (jnp.argmax(logits_fn(adv), -1) != y)
                & (_row_norm(adv - x, norm) <= eps))

@@ -1,4 +1,4 @@
-"""Projections onto a hyperplane intersected with the box [0,1]^n, batched over rows: FAB's inner step.
+"""Projections onto a hyperplane intersected with a box [lo, hi]^n, batched over rows: FAB's inner step.
 
 Each row is a problem `min_d ||d||_p  s.t.  <w, t + d> = b,  t + d in [0,1]^n`, solved exactly for p = inf and
 p = 2 (Croce & Hein 2020, "Minimally distorted adversarial examples with a fast adaptive boundary attack",
@@ -17,6 +17,9 @@ is computed for every row and the applicable one selected, where the PyTorch ref
 The arithmetic (sign conventions, the 1e12 sentinels for coordinates with w ~ 0, the bisection bounds)
 follows the reference so that results agree to float rounding; ties in the sorts do not change the
 answer (the function values at tied breakpoints coincide). L1 (`projection_l1`) is not ported.
+
+The solvers work in the unit box [0,1]^n; another box [lo, hi]^n is mapped onto it affinely (`_in_box`),
+and the unit box is solved directly, so that its numbers are the reference's.
 """
 from __future__ import annotations
 
@@ -24,6 +27,8 @@ import math
 
 import jax
 import jax.numpy as jnp
+
+from robust_jax.attacks.primitives import UNIT_BOX
 
 _BIG = 1e12  # sentinel breakpoint for coordinates whose weight is ~0 (they never bind)
 
@@ -48,10 +53,35 @@ def _bisect(rows: int, n: int, goes_right):
     return lb
 
 
-def project_linf(t, w, b):
-    """Linf-minimal d with <w, t + d> = b and t + d in [0,1] (or the closest box point), per row.
+def _in_box(solve_unit, t, w, b, bounds):
+    """`solve_unit` (a solver on [0,1]^n) applied to the box [lo, hi]^n. With t = lo + s u, s = hi - lo,
+    the constraint <w, t + d> = b reads <s w, u + e> = b - lo sum(w) with u + e in [0,1]^n and d = s e;
+    every norm of d is s times that of e, so the minimiser maps onto the minimiser."""
+    lo, hi = bounds
+    if (lo, hi) == UNIT_BOX:
+        return solve_unit(t, w, b)
+    s = hi - lo
+    return s * solve_unit((t - lo) / s, s * w, b - lo * jnp.sum(w, axis=1))
 
-    t, w: [N, n]; b: [N]. Returns d [N, n], zero where w == 0.
+
+def project_linf(t, w, b, *, bounds=UNIT_BOX):
+    """Linf-minimal d with <w, t + d> = b and t + d in the box (or the closest box point), per row.
+
+    t, w: [N, n]; b: [N]; bounds: (lo, hi), default [0,1]. Returns d [N, n], zero where w == 0."""
+    return _in_box(_project_linf_unit, t, w, b, bounds)
+
+
+def project_l2(t, w, b, *, bounds=UNIT_BOX):
+    """L2-minimal d with <w, t + d> = b and t + d in the box (or the closest box point), per row.
+
+    t, w: [N, n]; b: [N]; bounds: (lo, hi), default [0,1]. Returns d [N, n], zero where |w| <= 1e-8 (in
+    the unit box's coordinates)."""
+    return _in_box(_project_l2_unit, t, w, b, bounds)
+
+
+def _project_linf_unit(t, w, b):
+    """`project_linf` on [0,1]^n.
+
     A radius lambda moves every coordinate by min(lambda, cap_i) towards the box face that lowers the
     (sign-normalised) residual <w, t> - b; cap_i is that face's distance.
     """
@@ -90,10 +120,9 @@ def project_linf(t, w, b):
     return d * nonzero
 
 
-def project_l2(t, w, b):
-    """L2-minimal d with <w, t + d> = b and t + d in [0,1] (or the closest box point), per row.
+def _project_l2_unit(t, w, b):
+    """`project_l2` on [0,1]^n.
 
-    t, w: [N, n]; b: [N]. Returns d [N, n], zero where |w| <= 1e-8.
     The solution is d_i = -w_i * min(alpha, r_i) for a step alpha along -w (sign-normalised), r_i being the
     step at which coordinate i hits its face.
     """

@@ -7,8 +7,9 @@ After attacking, it warns when the black-box Square attack beat the white-box at
 gradient masking). These are properties of the model, hence warnings.
 
 `check_result` is different: every example the evaluation reports as fooled must lie in the eps-ball,
-in [0,1], and be misclassified by the model, and every other example must be returned unchanged. A
-failure there is a bug in an attack or in the driver, not a property of the model, so it raises.
+in the input box (default [0,1]), and be misclassified by the model, and every other example must be
+returned unchanged. A failure there is a bug in an attack or in the driver, not a property of the model,
+so it raises.
 
 Deliberate differences from the reference:
 - the randomness check compares two eager forward passes (the reference: five), on the first batch;
@@ -136,11 +137,12 @@ def perturbation_norms(x_adv, x, norm: str) -> np.ndarray:
 
 
 def check_result(x, x_adv, y, fooled, *, norm: str, eps: float, logits=None, tol: float = 1e-5,
-                 margin_tol: float = 1e-4) -> None:
+                 margin_tol: float = 1e-4, bounds=(0.0, 1.0)) -> None:
     """Raises RuntimeError unless: every `fooled` example lies within eps (+`tol`) of x in `norm`, in
-    [0,1], is finite, and (if `logits` of x_adv are given) is misclassified; every other example is
+    the box `bounds`, is finite, and (if `logits` of x_adv are given) is misclassified; every other example is
     returned unchanged. A re-computed logit may tie within `margin_tol` * max(1, |logits|) of the label's,
     as the re-evaluation runs in another batch composition than the attack (float reassociation)."""
+    lo, hi = bounds
     x, x_adv = np.asarray(x), np.asarray(x_adv)
     y, fooled = np.asarray(y), np.asarray(fooled, bool)
     problems = []
@@ -148,9 +150,10 @@ def check_result(x, x_adv, y, fooled, *, norm: str, eps: float, logits=None, tol
         problems.append(f"x_adv has shape {x_adv.shape}, x has {x.shape}")
     else:
         bad = ~np.isfinite(x_adv).reshape(len(x), -1).all(1)
-        bad |= (x_adv.reshape(len(x), -1).min(1) < 0) | (x_adv.reshape(len(x), -1).max(1) > 1)
+        bad |= (x_adv.reshape(len(x), -1).min(1) < lo) | (x_adv.reshape(len(x), -1).max(1) > hi)
         if bad.any():
-            problems.append(f"{bad.sum()} examples are outside [0,1] or not finite (first {np.flatnonzero(bad)[:5]})")
+            problems.append(f"{bad.sum()} examples are outside [{lo:g},{hi:g}] or not finite "
+                            f"(first {np.flatnonzero(bad)[:5]})")
         norms = perturbation_norms(x_adv, x, norm)
         out = fooled & (norms > eps + tol)
         if out.any():

@@ -55,11 +55,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from robust_jax.attacks import losses as losses_lib
-from robust_jax.checks import check_images, check_labels
+from robust_jax.attacks import primitives as prim
+from robust_jax.checks import check_bounds, check_images, check_labels
 
-NORMS = ("linf", "l2")
+NORMS = prim.NORMS
 SQUARE_LOSSES = ("margin", "ce")
-_TINY = 1e-12
+_TINY = prim.GUARD
 # p_selection: (last iteration of the segment, divisor of p_init); beyond 8000 the divisor is 512.
 _P_SCHEDULE = ((10, 1), (50, 2), (200, 4), (500, 8), (1000, 16), (2000, 32), (4000, 64), (6000, 128),
                (8000, 256))
@@ -180,13 +181,15 @@ class Draws(NamedTuple):
     transposed: jax.Array | None = None
 
 
-def _sumsq(v, axes):
-    return jnp.sum(jnp.square(v), axis=axes, keepdims=True)
+def _channel_norm(v):
+    """L2 norm of each (example, channel) over the image plane, [B,1,1,C]: the L2 window's budget is
+    spent per channel."""
+    return jnp.sqrt(jnp.sum(jnp.square(v), axis=(1, 2), keepdims=True))
 
 
-def _to_eps_sphere(x, delta, eps):
-    """x + eps * delta / ||delta||_2 (per example), clipped to [0,1] (the reference's `normalize`)."""
-    return jnp.clip(x + delta / (jnp.sqrt(_sumsq(delta, (1, 2, 3))) + _TINY) * eps, 0.0, 1.0)
+def _to_eps_sphere(x, delta, eps, bounds):
+    """x + eps * delta / ||delta||_2 (per example), clipped into the box (the reference's `normalize`)."""
+    return prim.to_sphere(x, delta, norm="l2", radius=eps, bounds=bounds)
 
 
 def _l2_init_layout(h: int, w: int):
@@ -210,12 +213,12 @@ def l2_init_blocks(h: int, w: int) -> int:
     return _l2_init_layout(h, w)[1]
 
 
-def init_point(x, draws: Draws, *, norm: str, eps):
-    """Start point. Linf: x + eps * stripes, one sign per (column, channel), clipped to [0,1]. L2: a grid of
-    nested-squares blocks (block side h // 5), one sign per (block, channel) and a random transpose per
-    block, scaled to L2 norm eps, then clipped to [0,1]."""
+def init_point(x, draws: Draws, *, norm: str, eps, bounds=prim.UNIT_BOX):
+    """Start point. Linf: x + eps * stripes, one sign per (column, channel), clipped into the box. L2: a grid
+    of nested-squares blocks (block side h // 5), one sign per (block, channel) and a random transpose per
+    block, scaled to L2 norm eps, then clipped into the box."""
     if norm == "linf":
-        return jnp.clip(x + eps * draws.signs, 0.0, 1.0)
+        return prim.clip_to_box(x + eps * draws.signs, bounds)
     _, h, w, _ = x.shape
     s0, _, block, off_r, off_c = _l2_init_layout(h, w)
     pat = l2_window_pattern(s0)
@@ -225,7 +228,7 @@ def init_point(x, draws: Draws, *, norm: str, eps):
     t = jnp.take(draws.transposed, idx, axis=1)  # [B,H,W]
     sgn = jnp.take(draws.signs, idx, axis=1)  # [B,H,W,C]
     delta = jnp.where(t, trans, plain)[..., None] * sgn
-    return _to_eps_sphere(x, delta.astype(x.dtype), eps)
+    return _to_eps_sphere(x, delta.astype(x.dtype), eps, bounds)
 
 
 def _window(h, w, vh, vw, s):
@@ -236,18 +239,18 @@ def _window(h, w, vh, vw, s):
     return ((r >= vh) & (r < vh + s) & (c >= vw) & (c < vw + s))[..., None]
 
 
-def propose(x, x_best, draws: Draws, seg, s, *, norm: str, eps, schedule: Schedule):
-    """One candidate per example from the current best point (see the module docstring)."""
+def propose(x, x_best, draws: Draws, seg, s, *, norm: str, eps, schedule: Schedule, bounds=prim.UNIT_BOX):
+    """One candidate per example from the current best point (see the module docstring), in the box."""
     _, h, w, c = x.shape
     m1 = _window(h, w, draws.vh, draws.vw, s)
     if norm == "linf":
         cand = x_best + jnp.where(m1, 2.0 * eps * draws.signs, 0.0)
-        return jnp.clip(jnp.clip(cand, x - eps, x + eps), 0.0, 1.0)
+        return prim.project(cand, x, norm="linf", eps=eps, bounds=bounds, linf_rule="clamp")
     m2 = _window(h, w, draws.vh2, draws.vw2, s)
     delta = x_best - x
-    norm_w1 = jnp.sqrt(_sumsq(jnp.where(m1, delta, 0.0), (1, 2)))  # [B,1,1,C]
-    norm_img = jnp.sqrt(_sumsq(delta, (1, 2, 3)))  # [B,1,1,1]
-    norm_both = jnp.sqrt(_sumsq(jnp.where(m1 | m2, delta, 0.0), (1, 2)))  # [B,1,1,C]
+    norm_w1 = _channel_norm(jnp.where(m1, delta, 0.0))  # [B,1,1,C]
+    norm_img = prim.per_example_norm(delta, "l2")  # [B,1,1,1]
+    norm_both = _channel_norm(jnp.where(m1 | m2, delta, 0.0))  # [B,1,1,C]
     # the pattern placed at window 1: patterns[seg][r - vh, c - vw] (or transposed), zero padded
     smax = schedule.patterns.shape[-1]
     dr = jnp.clip(jnp.arange(h)[None, :, None] - draws.vh[:, None, None], 0, smax - 1)
@@ -256,26 +259,27 @@ def propose(x, x_best, draws: Draws, seg, s, *, norm: str, eps, schedule: Schedu
     pattern = jnp.take(jnp.asarray(schedule.patterns).reshape(schedule.patterns.shape[0], -1)[seg], flat)
     fresh = jnp.where(m1, pattern[..., None] * draws.signs + delta / (norm_w1 + _TINY), 0.0)
     budget = jnp.sqrt(jnp.maximum(eps ** 2 - jnp.square(norm_img), 0.0) / c + jnp.square(norm_both))
-    fresh = fresh / (jnp.sqrt(_sumsq(fresh, (1, 2))) + _TINY) * budget
+    fresh = fresh / (_channel_norm(fresh) + _TINY) * budget
     delta = jnp.where(m1, fresh, jnp.where(m2, 0.0, delta))
-    return _to_eps_sphere(x, delta, eps)
+    return _to_eps_sphere(x, delta, eps, bounds)
 
 
 def square_init(logits_fn: Callable, x, y, draws: Draws, *, norm: str, eps, loss: str = "margin",
-                targeted: bool = False) -> SquareState:
+                targeted: bool = False, bounds=prim.UNIT_BOX) -> SquareState:
     """The start point, its margin and loss, and one query spent per example."""
-    x0 = init_point(x, draws, norm=norm, eps=eps)
+    x0 = init_point(x, draws, norm=norm, eps=eps, bounds=bounds)
     margin, lval = margin_and_loss(logits_fn(x0), y, loss=loss, targeted=targeted)
     return SquareState(x0, margin, lval, jnp.ones(x.shape[0], jnp.float32))
 
 
 def square_step(logits_fn: Callable, x, y, state: SquareState, i, draws: Draws, *, norm: str, eps,
-                schedule: Schedule, loss: str = "margin", targeted: bool = False) -> SquareState:
+                schedule: Schedule, loss: str = "margin", targeted: bool = False,
+                bounds=prim.UNIT_BOX) -> SquareState:
     """Iteration i: examples with margin > 0 try one candidate; it replaces the best point if the loss
     strictly decreased or the margin is <= 0; they spend one query. Others do not change."""
     active = state.margin > 0
     seg, s = schedule.at(i)
-    cand = propose(x, state.x_best, draws, seg, s, norm=norm, eps=eps, schedule=schedule)
+    cand = propose(x, state.x_best, draws, seg, s, norm=norm, eps=eps, schedule=schedule, bounds=bounds)
     margin, lval = margin_and_loss(logits_fn(cand), y, loss=loss, targeted=targeted)
     improved = lval < state.loss
     accept = active & (improved | (margin <= 0))
@@ -325,7 +329,7 @@ def sample_step_draws(key, x, s, *, norm: str) -> Draws:
 
 
 # ------------------------------------------------------------------------------------------- runs
-def _check(x, y, norm, eps, queries, p_init, restarts, loss, target_rank):
+def _check(x, y, norm, eps, queries, p_init, restarts, loss, target_rank, bounds):
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
     if loss not in SQUARE_LOSSES:
@@ -337,7 +341,7 @@ def _check(x, y, norm, eps, queries, p_init, restarts, loss, target_rank):
         raise ValueError(f"eps must be >= 0, got {eps}")
     if not 0.0 < p_init <= 1.0:
         raise ValueError(f"p_init must be in (0, 1], got {p_init}")
-    check_images(x, "x")
+    check_images(x, "x", bounds)
     check_labels(y, x.shape[0], "y")
     if norm == "l2" and min(x.shape[1:3]) < 5:
         raise ValueError(f"L2 square attack needs images of at least 5x5 (its init grid), got {x.shape}")
@@ -347,15 +351,16 @@ def _check(x, y, norm, eps, queries, p_init, restarts, loss, target_rank):
 
 def square_run(logits_fn: Callable, x, y, key, *, norm: str, eps, queries: int = 5000, p_init: float = 0.8,
                loss: str = "margin", targeted: bool = False, rescale_schedule: bool = False,
-               attack=None) -> SquareState:
+               attack=None, bounds=prim.UNIT_BOX) -> SquareState:
     """One run of the search (the reference's `attack_single_run`) on every example where `attack`
     (bool [B], default all) is set; `y` are true labels, or targets when `targeted`. The final state's
     margin <= 0 marks success; examples outside `attack` keep margin -inf and spend no query.
-    With rescale_schedule=False, a run with fewer queries is a prefix of a longer run with the same key."""
+    With rescale_schedule=False, a run with fewer queries is a prefix of a longer run with the same key.
+    bounds=(lo, hi): the box of valid inputs every candidate is clipped into."""
     _, h, w, _ = x.shape
     schedule = make_schedule(int(queries), h, w, norm=norm, p_init=float(p_init), rescale=bool(rescale_schedule))
     k_init, k_loop = jax.random.split(key)
-    kw = dict(norm=norm, eps=eps, loss=loss, targeted=targeted)
+    kw = dict(norm=norm, eps=eps, loss=loss, targeted=targeted, bounds=check_bounds(bounds))
     state = square_init(logits_fn, x, y, sample_init_draws(k_init, x, norm=norm), **kw)
     if attack is not None:
         state = state._replace(margin=jnp.where(attack, state.margin, -jnp.inf),
@@ -384,9 +389,10 @@ class SquareResult(NamedTuple):
 
 def square_with_info(logits_fn: Callable, x, y, key, *, norm: str, eps, queries: int = 5000,
                      p_init: float = 0.8, restarts: int = 1, loss: str = "margin", targeted: bool = False,
-                     target_rank: int = 2, rescale_schedule: bool = False) -> SquareResult:
+                     target_rank: int = 2, rescale_schedule: bool = False, bounds=prim.UNIT_BOX) -> SquareResult:
     """`square` with its bookkeeping: which examples were fooled and how many queries each spent."""
-    _check(x, y, norm, eps, queries, p_init, restarts, loss, target_rank)
+    bounds = check_bounds(bounds)
+    _check(x, y, norm, eps, queries, p_init, restarts, loss, target_rank, bounds)
     clean = logits_fn(x)
     pred = jnp.argmax(clean, axis=-1)
     attack = pred == y
@@ -402,7 +408,7 @@ def square_with_info(logits_fn: Callable, x, y, key, *, norm: str, eps, queries:
         x_adv, robust, spent = carry
         st = square_run(logits_fn, x, labels, jax.random.fold_in(key, r), norm=norm, eps=eps, queries=queries,
                         p_init=p_init, loss=loss, targeted=targeted, rescale_schedule=rescale_schedule,
-                        attack=robust)
+                        attack=robust, bounds=bounds)
         won = robust & (st.margin <= 0)
         return jnp.where(won[:, None, None, None], st.x_best, x_adv), robust & ~won, spent + st.queries
 
@@ -413,12 +419,13 @@ def square_with_info(logits_fn: Callable, x, y, key, *, norm: str, eps, queries:
 
 def square(logits_fn: Callable, x, y, key, *, norm: str, eps, queries: int = 5000, p_init: float = 0.8,
            restarts: int = 1, loss: str = "margin", targeted: bool = False, target_rank: int = 2,
-           rescale_schedule: bool = False):
+           rescale_schedule: bool = False, bounds=prim.UNIT_BOX):
     """Square Attack; returns x_adv [B,H,W,C]: the adversarial point for fooled examples (inside the eps
-    ball and [0,1]), x unchanged for the others and for clean-misclassified ones (the reference's
+    ball and the box `bounds`, default [0,1], which x must lie in), x unchanged for the others and for
+    clean-misclassified ones (the reference's
     `perturb`). Defaults are AutoAttack's. `y`: true labels. targeted=True: each example is pushed
     towards its class ranked `target_rank` by the clean logits. Each restart re-attacks the examples not
     yet fooled from a fresh start point. Pure and jit-able (close over the static settings)."""
     return square_with_info(logits_fn, x, y, key, norm=norm, eps=eps, queries=queries, p_init=p_init,
                             restarts=restarts, loss=loss, targeted=targeted, target_rank=target_rank,
-                            rescale_schedule=rescale_schedule).x_adv
+                            rescale_schedule=rescale_schedule, bounds=bounds).x_adv

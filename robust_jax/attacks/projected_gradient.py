@@ -2,9 +2,10 @@
 
 An attack is a pure, jit-able function of `(logits_fn, x, y, key)` where `logits_fn(x) -> logits`
 closes over the model variables and mode. It is composed from an initialiser, a steepest-ascent step,
-a projection onto the eps-ball intersected with [0,1], and a per-example loss, iterated inside one
-`jax.lax.fori_loop` (a `while_loop` for the early-stopping variant), so compile time does not grow
-with the number of steps. All operations are per example. Returns `stop_gradient(x_adv)`.
+a projection onto the eps-ball intersected with the box `bounds` (default [0,1]) and a per-example loss
+(the geometry from `primitives`), iterated inside one `jax.lax.fori_loop` (a `while_loop` for the
+early-stopping variant), so compile time does not grow with the number of steps. All operations are per
+example. Returns `stop_gradient(x_adv)`.
 
 Speed on XLA:CPU: the loop body holds the model's input-gradient convolutions, which XLA:CPU runs fast only
 when their kernels are in the canonical layout; our models get that from `models.layers.conv_general_dilated`
@@ -19,55 +20,26 @@ import jax
 import jax.numpy as jnp
 
 from robust_jax.attacks import losses as losses_lib
-from robust_jax.checks import check_images
+from robust_jax.attacks import primitives as prim
+from robust_jax.attacks.primitives import ascent_step, per_example_norm, project  # noqa: F401 (public API)
+from robust_jax.checks import check_bounds, check_images
 
-NORMS = ("linf", "l2")
-_TINY = 1e-12
-
-
-def per_example_norm(v):
-    """L2 norm of each example (over all but the batch axis), shaped to broadcast against `v`."""
-    return jnp.sqrt(jnp.sum(jnp.square(v), axis=tuple(range(1, v.ndim)), keepdims=True))
+NORMS = prim.NORMS
 
 
-def project(x_adv, x, *, norm: str, eps: float):
-    """Projects onto {|x_adv - x| <= eps} (per example) and then into [0,1]."""
-    delta = x_adv - x
-    if norm == "linf":
-        delta = jnp.clip(delta, -eps, eps)
-    else:
-        delta = delta * jnp.minimum(1.0, eps / (per_example_norm(delta) + _TINY))
-    return jnp.clip(x + delta, 0.0, 1.0)
-
-
-def ascent_step(grad, *, norm: str, step_size: float):
-    """Steepest ascent direction of the given norm, scaled by `step_size`."""
-    if norm == "linf":
-        return step_size * jnp.sign(grad)
-    return step_size * grad / (per_example_norm(grad) + _TINY)
-
-
-def random_init(key, x, *, norm: str, eps: float, mode: Union[bool, str], init_std: float = 1e-3):
-    """Start point. mode: False/'none' = x; True/'uniform' = uniform in the eps-ball
-    (L2: uniform direction, radius eps * U^(1/d)); 'normal' = x + init_std * N(0, I), not clipped,
-    as the TRADES/MART references start (the first step's projection brings it back)."""
+def random_init(key, x, *, norm: str, eps: float, mode: Union[bool, str], init_std: float = 1e-3,
+                bounds=prim.UNIT_BOX):
+    """Start point. mode: False/'none' = x; True/'uniform' = uniform in the eps-ball, clipped into the
+    box (`primitives.uniform_start`); 'normal' = x + init_std * N(0, I), not clipped, as the TRADES/MART
+    references start (the first step's projection brings it back)."""
     mode = {True: "uniform", False: "none"}.get(mode, mode)
     if mode == "none":
         return x
     if mode == "normal":
-        return x + init_std * jax.random.normal(key, x.shape, x.dtype)
+        return prim.gaussian_start(key, x, std=init_std)
     if mode != "uniform":
         raise ValueError(f"random_start must be True/False/'uniform'/'normal'/'none', got {mode!r}")
-    if norm == "linf":
-        delta = jax.random.uniform(key, x.shape, x.dtype, -eps, eps)
-    else:
-        k1, k2 = jax.random.split(key)
-        direction = jax.random.normal(k1, x.shape, x.dtype)
-        direction = direction / (per_example_norm(direction) + _TINY)
-        d = x[0].size
-        radius = eps * jax.random.uniform(k2, (x.shape[0],) + (1,) * (x.ndim - 1), x.dtype) ** (1.0 / d)
-        delta = direction * radius
-    return jnp.clip(x + delta, 0.0, 1.0)
+    return prim.uniform_start(key, x, norm=norm, eps=eps, bounds=bounds)
 
 
 def _check(norm, eps, step_size, steps):
@@ -82,16 +54,18 @@ def _check(norm, eps, step_size, steps):
 
 def pgd(logits_fn: Callable, x, y, key, *, norm: str = "linf", eps: float, step_size: float, steps: int,
         loss: Union[str, Callable] = "ce", random_start: Union[bool, str] = True, init_std: float = 1e-3,
-        targeted: bool = False, early_stop: bool = False):
+        targeted: bool = False, early_stop: bool = False, bounds=prim.UNIT_BOX):
     """Projected gradient ascent on `loss(logits_fn(x_adv), y)`.
 
     targeted=True: `y` are target classes and the attack descends the loss towards them.
     early_stop=True: an example stops moving once it is misclassified (or hits its target), and the
     loop ends when all have; the returned point is then the first successful one.
     `loss` may be a callable `loss(logits, y) -> [B]`, e.g. a KL to fixed clean logits for TRADES.
+    bounds=(lo, hi): the box of valid inputs; x must lie in it and every iterate is clipped into it.
     """
     _check(norm, eps, step_size, steps)
-    check_images(x, "x")
+    bounds = check_bounds(bounds)
+    check_images(x, "x", bounds)
     loss_fn = losses_lib.get(loss)
     sign = -1.0 if targeted else 1.0
 
@@ -107,14 +81,14 @@ def pgd(logits_fn: Callable, x, y, key, *, norm: str = "linf", eps: float, step_
 
     def update(xa, active):
         g, logits = grad_fn(xa)
-        new = project(xa + ascent_step(g, norm=norm, step_size=step_size), x, norm=norm, eps=eps)
+        new = project(xa + ascent_step(g, norm=norm, step_size=step_size), x, norm=norm, eps=eps, bounds=bounds)
         done = success(logits)
         if active is None:
             return new, done
         move = (active & ~done).reshape((-1,) + (1,) * (x.ndim - 1))
         return jnp.where(move, new, xa), done
 
-    x0 = random_init(key, x, norm=norm, eps=eps, mode=random_start, init_std=init_std)
+    x0 = random_init(key, x, norm=norm, eps=eps, mode=random_start, init_std=init_std, bounds=bounds)
     if not early_stop:
         x_adv = jax.lax.fori_loop(0, steps, lambda _, xa: update(xa, None)[0], x0)
         return jax.lax.stop_gradient(x_adv)
@@ -133,7 +107,7 @@ def pgd(logits_fn: Callable, x, y, key, *, norm: str = "linf", eps: float, step_
 
 
 def fgsm(logits_fn: Callable, x, y, *, norm: str = "linf", eps: float, loss: Union[str, Callable] = "ce",
-         targeted: bool = False):
+         targeted: bool = False, bounds=prim.UNIT_BOX):
     """One full-size gradient step from x (Goodfellow et al.); `pgd` with steps=1, step_size=eps."""
     return pgd(logits_fn, x, y, None, norm=norm, eps=eps, step_size=eps, steps=1, loss=loss,
-               random_start=False, targeted=targeted)
+               random_start=False, targeted=targeted, bounds=bounds)
