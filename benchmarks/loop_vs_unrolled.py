@@ -19,7 +19,7 @@ import _common as C
 
 
 def hlo_stats(text: str) -> dict:
-    from robust_jax import hlo
+    import hlo
 
     loops = hlo.loops_with(text, "convolution")
     body_lines = loops[-1] if loops else []

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from robust_jax.attacks import losses
-from robust_jax.attacks.apgd import apgd, apgd_run, random_start, target_classes
+from robust_jax.attacks.auto_pgd import apgd, apgd_run, random_start, target_classes
 from twin import digits_test_points, torch_twin, trained_twin  # tests/ is on sys.path (no __init__.py)
 
 N_PARITY = 48

@@ -2,7 +2,6 @@
 counts, custom attacks, sanity-check warnings, the final result check, and parity with `pyautoattack`
 (the twin CNN on held-out digits; AutoAttack's own CIFAR-10 ResNet-18)."""
 import functools
-import importlib
 import logging
 import os
 import re
@@ -134,7 +133,7 @@ def recorded(monkeypatch):
     """Replaces apgd/fab/square by recorders that return x unchanged (nothing is fooled, every stage and
     every target runs) and log (attack, settings, target rank) on the host."""
     # the modules, not the functions of the same name that robust_jax.attacks exports
-    apgd_mod, fab_mod, square_mod = (importlib.import_module(f"robust_jax.attacks.{m}") for m in ("apgd", "fab", "square"))
+    from robust_jax.attacks import auto_pgd as apgd_mod, fab_attack as fab_mod, square_attack as square_mod
 
     calls = []
 

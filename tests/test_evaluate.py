@@ -333,7 +333,7 @@ def test_autoattack_entry_chunks_equal_one_direct_run(tmp_path, monkeypatch, var
 def test_autoattack_standard_entry_end_to_end(tmp_path, variables_path):
     """The real standard ensemble through evaluate(): the four attacks in order, robust accuracy falling
     monotonically from clean, the report section and the adversarial examples inside the eps-ball."""
-    pytest.importorskip("robust_jax.attacks.apgd")
+    pytest.importorskip("robust_jax.attacks.auto_pgd")
     eps = 0.1
     config = _config(variables_path, suite="clean,autoattack", num_examples=16, eps=eps)
     config.eval.autoattack.batch_size = 16

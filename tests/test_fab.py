@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from twin import digits_test_points, torch_twin, trained_twin
 
-from robust_jax.attacks.fab import fab, random_start
+from robust_jax.attacks.fab_attack import fab, random_start
 from robust_jax.attacks.fab_projections import project_l2, project_linf
 
 

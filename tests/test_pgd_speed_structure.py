@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from robust_jax import hlo as hlo_lib
+from benchmarks import hlo as hlo_lib
 from robust_jax import models
 from robust_jax.attacks import pgd
 from robust_jax.models import layers

@@ -3,15 +3,13 @@ parity with `pyautoattack`'s SquareAttack when fed the same random numbers, robu
 reference on the twin model, and the search's invariants (ball, box, monotone margin, frozen fooled
 examples, query accounting)."""
 import functools
-import importlib
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-# the module, not the function `robust_jax.attacks.square` that the package exports under the same name
-sq = importlib.import_module("robust_jax.attacks.square")
+from robust_jax.attacks import square_attack as sq
 
 REF_NORM = {"linf": "Linf", "l2": "L2"}
 

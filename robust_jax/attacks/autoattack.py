@@ -45,7 +45,6 @@ from typing import Callable, Optional, Sequence, Tuple, Union
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
 
 from robust_jax.attacks import sanity_checks
 from robust_jax.checks import check_bounds, check_images, check_labels
@@ -79,7 +78,7 @@ class _Stage:
 
 def _apgd_stage(name, *, norm, eps, bounds, restarts, loss, eot_iter=1):
     def attack(logits_fn, x, y, key, target_rank):
-        from robust_jax.attacks.apgd import apgd
+        from robust_jax.attacks.auto_pgd import apgd
         kw = dict(target_rank=target_rank) if target_rank is not None else {}
         return apgd(logits_fn, x, y, key, norm=norm, eps=eps, steps=100, restarts=restarts, loss=loss,
                     rho=0.75, eot_iter=eot_iter, bounds=bounds, **kw)
@@ -88,7 +87,7 @@ def _apgd_stage(name, *, norm, eps, bounds, restarts, loss, eot_iter=1):
 
 def _fab_stage(name, *, norm, eps, bounds, restarts, targeted):
     def attack(logits_fn, x, y, key, target_rank):
-        from robust_jax.attacks.fab import fab
+        from robust_jax.attacks.fab_attack import fab
         kw = dict(target_rank=target_rank) if target_rank is not None else {}
         return fab(logits_fn, x, y, key, norm=norm, eps=eps, steps=100, restarts=restarts, targeted=targeted,
                    alpha_max=0.1, eta=1.05, beta=0.9, bounds=bounds, **kw)
@@ -97,7 +96,7 @@ def _fab_stage(name, *, norm, eps, bounds, restarts, targeted):
 
 def _square_stage(name, *, norm, eps, bounds):
     def attack(logits_fn, x, y, key, target_rank):
-        from robust_jax.attacks.square import square
+        from robust_jax.attacks.square_attack import square
         return square(logits_fn, x, y, key, norm=norm, eps=eps, queries=5000, p_init=0.8, restarts=1,
                       loss="margin", rescale_schedule=False, bounds=bounds)
     return _Stage(name, attack)
@@ -150,7 +149,8 @@ class AutoAttack:
     `AutoAttack(apply_fn, norm="Linf", eps=8/255).run(variables, x, y)` -> `AutoAttackResult`. For
     version="rand", `apply_fn(variables, x, key)`. `n_target_classes` caps the targets of APGD-T/FAB-T
     (min(n_target_classes, n_classes - 1) are used). `mesh`: shard each batch along its data axis.
-    `log`: where progress lines go (None: silent); `progress`: a tqdm bar; `checks`: the sanity checks.
+    `log`: where progress lines go (None: silent); `progress`: a tqdm bar (where tqdm is installed);
+    `checks`: the sanity checks.
     """
 
     def __init__(self, apply_fn: Callable, *, norm: str, eps: float, version: str = "standard",
@@ -293,7 +293,7 @@ class AutoAttack:
         robust, x_adv = clean_correct.copy(), x.copy()
         per_attack, attack_seconds = {"clean": float(clean_correct.mean())}, {}
         self.log(f"initial accuracy: {clean_correct.mean():.2%}")
-        bar = tqdm(total=len(self.stages), desc="AutoAttack", unit="attack", disable=not self.progress)
+        bar = _progress_bar(total=len(self.stages), enabled=self.progress)
         t_attacks = time.time()
         for s_i, stage in enumerate(self.stages):
             t0 = time.time()
@@ -346,3 +346,26 @@ class AutoAttack:
 def _data_axis():
     from robust_jax import parallel
     return parallel.DATA_AXIS
+
+
+class _NoBar:
+    def update(self, n=1):
+        pass
+
+    def set_postfix_str(self, s):
+        pass
+
+    def close(self):
+        pass
+
+
+def _progress_bar(*, total: int, enabled: bool):
+    """A tqdm bar over the attacks, or a silent stand-in when disabled or tqdm is not installed (the attacks
+    need only jax; tqdm comes with robust_jax's own install)."""
+    if not enabled:
+        return _NoBar()
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return _NoBar()
+    return tqdm(total=total, desc="AutoAttack", unit="attack")
