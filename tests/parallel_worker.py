@@ -203,22 +203,23 @@ def mode_train(out, workdir):
 
 def mode_reference(out, workdir):
     """One process, all devices, fed exactly the global batches of the 2-process run: each process's
-    stream is built by the real pipeline with `data._process_shard` pinned to (p, 2)."""
+    stream is built by the real pipeline with `data.pipeline._process_shard` pinned to (p, 2)."""
     from robust_jax import data, parallel, train
+    from robust_jax.data import pipeline
 
     assert jax.process_count() == 1
-    real_stream, real_shard = data.train_batches, data._process_shard
+    real_stream, real_shard = data.train_batches, pipeline._process_shard
 
     def two_process_stream(cfg, *, global_batch_size, mesh, seed, start_step=0, **kwargs):
         streams, firsts = [], []
         for p in range(2):  # the generator reads its shard at its first `next`
-            data._process_shard = lambda p=p: (p, 2)
+            pipeline._process_shard = lambda p=p: (p, 2)
             try:
                 s = real_stream(cfg, global_batch_size=global_batch_size // 2, mesh=mesh, seed=seed,
                                 start_step=start_step, **kwargs)
                 firsts.append(next(s))
             finally:
-                data._process_shard = real_shard
+                pipeline._process_shard = real_shard
             streams.append(s)
         pending = firsts
         while True:

@@ -1,7 +1,6 @@
 """The attacks' shared geometry (`attacks.primitives`): norms, projection onto the eps-ball and a box, random
 starts, the reference arithmetic each attack keeps, and the `bounds` every attack takes."""
 import functools
-import importlib
 
 import jax
 import jax.numpy as jnp
@@ -9,14 +8,11 @@ import numpy as np
 import pytest
 
 from robust_jax.attacks import AutoAttack, pgd
+from robust_jax.attacks import auto_pgd as apgd_mod, discrete, fab_attack as fab_mod, square_attack as square_mod
 from robust_jax.attacks import primitives as prim
 from robust_jax.attacks import sanity_checks
 from robust_jax.attacks.fab_projections import project_l2 as hyperplane_l2, project_linf as hyperplane_linf
 from robust_jax.checks import check_images
-
-# the modules, not the functions the package exports under the same names
-apgd_mod, fab_mod, square_mod, discrete = (importlib.import_module(f"robust_jax.attacks.{m}")
-                                           for m in ("apgd", "fab", "square", "discrete"))
 
 
 def _norms(v, norm):

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from robust_jax import train
+from robust_jax import trainers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPES = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))
@@ -29,7 +29,7 @@ def test_recipe_is_locked_and_documented(name):
 @pytest.mark.parametrize("name", [r for r in RECIPES if r != "default"])
 def test_smoke_variant_trains(name, tmp_path):
     config = load(name, "smoke")
-    report = train.train_and_evaluate(config, str(tmp_path))
+    report = trainers.train_and_evaluate(config, str(tmp_path))
     if config.method.name == "vqgan":  # VQGAN training runs report reconstruction quality
         assert 0.0 < report["metrics"]["code_usage"] <= 1.0 and report["metrics"]["psnr"] > 0
         assert os.path.isfile(tmp_path / "vqgan.msgpack")

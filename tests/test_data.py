@@ -16,7 +16,7 @@ from PIL import Image
 
 from robust_jax import data, parallel
 from robust_jax import mixing as mix
-from robust_jax.data import augment, sources
+from robust_jax.data import augment, pipeline, sources
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -345,7 +345,7 @@ def test_process_shards(tmp_path, mesh, monkeypatch):
     cfg = make_cfg(name, train_augment="crop_flip")
     streams, evals = [], []
     for index in range(2):
-        monkeypatch.setattr(data, "_process_shard", lambda index=index: (index, 2))
+        monkeypatch.setattr(pipeline, "_process_shard", lambda index=index: (index, 2))
         streams.append(take(data.train_batches(cfg, global_batch_size=4, mesh=mesh, seed=0), 5))
         it, nb = data.eval_batches(cfg, "test", global_batch_size=8, mesh=mesh)
         assert nb == 3  # ceil(21 / 8) for the larger part, the same on both processes

@@ -130,7 +130,7 @@ def errors(total: dict) -> dict:
 
 # --- corrupted_tfds -------------------------------------------------------------------------------------
 def tfds_builder_name(config) -> str:
-    name = config.eval.corruptions.get("tfds_builder") or TFDS_BUILDERS.get(config.data.name)
+    name = config.eval.corruptions.tfds_builder or TFDS_BUILDERS.get(config.data.name)
     if not name:
         raise ValueError(f"corrupted_tfds: no corrupted TFDS builder known for data.name={config.data.name!r} "
                          f"(known: {TFDS_BUILDERS}); set eval.corruptions.tfds_builder")
@@ -143,7 +143,7 @@ def tfds_datasets(config, s: dict) -> list:
     import tensorflow_datasets as tfds
 
     builder = tfds_builder_name(config)
-    data_dir = config.data.get("data_dir") or None
+    data_dir = config.data.data_dir or None
     out, missing = [], []
     for c in s["names"]:
         for sev in s["severities"]:

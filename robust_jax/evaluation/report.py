@@ -21,14 +21,14 @@ def make_report(config, results, curve, source, details: Optional[dict] = None) 
         "model": config.model.name,
         "method": config.method.name,
         "variables": source,
-        "data": {"name": config.data.name, "split": cfg.get("split") or config.data.eval_split,
-                 "num_examples": cfg.get("num_examples") or "all", "preprocess": config.data.eval_preprocess,
-                 "image_size": config.data.get("image_size") or "native"},
+        "data": {"name": config.data.name, "split": cfg.split or config.data.eval_split,
+                 "num_examples": cfg.num_examples or "all", "preprocess": config.data.eval_preprocess,
+                 "image_size": config.data.image_size or "native"},
         "threat_model": {"norm": cfg.norm, "eps": float(cfg.eps), "step_size": float(cfg.step_size)},
         "accuracy": dict(results),
         "bn_branch": dict((details or {}).get("bn_branch") or {}),
-        "init_from": config.model.get("init_from") or "",
-        "curve": {"attack": cfg.get("curve_attack", ""), "points": [list(map(float, p)) for p in curve]},
+        "init_from": config.model.init_from or "",
+        "curve": {"attack": cfg.curve_attack, "points": [list(map(float, p)) for p in curve]},
     }
     for k in DETAIL_KEYS:
         if details and details.get(k) is not None:

@@ -19,7 +19,7 @@ from robust_jax.evaluation.tasks.context import Context, Stores
 
 def batches_per_chunk(cfg_eval) -> int:
     """`eval.chunk_size` examples per saved chunk (0: one eval batch); a multiple of `eval.batch_size`."""
-    size, batch = int(cfg_eval.get("chunk_size", 0) or 0), int(cfg_eval.batch_size)
+    size, batch = int(cfg_eval.chunk_size or 0), int(cfg_eval.batch_size)
     if size == 0:
         return 1
     if size < 0 or size % batch:
@@ -37,7 +37,7 @@ def run_suite_detailed(model, variables, config, mesh, *, suite: str, eps=None, 
     Dual-BN models run BN set `eval.bn` (shift sets: their own `bn`, default `eval.bn`; `bn_branch`)."""
     entries = suite_lib.parse_suite(suite)
     cfg = config.eval
-    bn = cfg.get("bn", "clean")
+    bn = cfg.bn
     view = bn_branch.view(model, bn)
     per_chunk = batches_per_chunk(cfg)
     identity = {"variables": variables_id, "batch_size": int(cfg.batch_size), "batches_per_chunk": per_chunk,
@@ -45,8 +45,8 @@ def run_suite_detailed(model, variables, config, mesh, *, suite: str, eps=None, 
     if bn_branch.is_dual(model):
         identity["bn"] = bn
     ctx = Context(model=view, base_model=model, variables=variables, config=config, mesh=mesh, entries=entries,
-                  split=split or cfg.get("split") or config.data.eval_split,
-                  num_examples=cfg.get("num_examples") if num_examples is None else num_examples,
+                  split=split or cfg.split or config.data.eval_split,
+                  num_examples=cfg.num_examples if num_examples is None else num_examples,
                   stores=Stores(store_root, identity), per_chunk=per_chunk,
                   num_classes=data.source_for(config.data).num_classes if num_classes is None else num_classes,
                   progress=progress, desc=desc, eps=eps)

@@ -14,9 +14,9 @@ from robust_jax.evaluation import chunks
 def data_record(cfg_data, split: str, num_examples) -> dict:
     """What the numbers of a data set depend on: source, split, size, preprocessing."""
     return {"name": cfg_data.name, "split": split, "num_examples": num_examples or "all",
-            "subset": cfg_data.get("eval_subset", "first") if num_examples else "all",
-            "preprocess": cfg_data.eval_preprocess, "image_size": cfg_data.get("image_size") or "native",
-            "data_dir": cfg_data.get("data_dir") or ""}
+            "subset": cfg_data.eval_subset if num_examples else "all",
+            "preprocess": cfg_data.eval_preprocess, "image_size": cfg_data.image_size or "native",
+            "data_dir": cfg_data.data_dir or ""}
 
 
 class Stores:
@@ -63,11 +63,11 @@ class Context:
 
     @property
     def seed(self) -> int:
-        return int(self.cfg.get("seed", 0))
+        return int(self.cfg.seed)
 
     @property
     def num_example_images(self) -> int:
-        return int(self.cfg.get("num_example_images", 6))
+        return int(self.cfg.num_example_images)
 
     def record(self, cfg_data=None, split: Optional[str] = None) -> dict:
         """`data_record` of `cfg_data`/`split` (default: the eval data and split)."""

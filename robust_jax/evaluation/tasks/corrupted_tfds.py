@@ -12,7 +12,7 @@ def run(ctx) -> None:
     s = corruption_eval.settings(ctx.cfg)
     err = {}
     for c, sev, full, split in corruption_eval.tfds_datasets(ctx.config, s):
-        pre = ctx.cfg.corruptions.get("tfds_preprocess") or ctx.config.data.eval_preprocess
+        pre = ctx.cfg.corruptions.tfds_preprocess or ctx.config.data.eval_preprocess
         cfg_data = ctx.data_config(name=full, num_classes=0, eval_preprocess=pre)
         store = ctx.stores.get(f"tfds-{c}-{sev}", data=ctx.record(cfg_data, split))
         compute = forward_eval.compute_fn(ctx.model, ctx.variables, num_classes=ctx.num_classes)

@@ -14,10 +14,10 @@ ENTRIES = ("shift_sets",)
 
 
 def run(ctx) -> None:
-    sets = specs.parse(ctx.cfg.get("shift_sets"))
+    sets = specs.parse(ctx.cfg.shift_sets)
     if not sets:
         raise ValueError("the suite has 'shift_sets' but eval.shift_sets is empty: add {label: source or dict}")
-    wnids = functools.lru_cache(maxsize=None)(lambda: specs.read_wnids(ctx.cfg.get("wnids_file") or None))
+    wnids = functools.lru_cache(maxsize=None)(lambda: specs.read_wnids(ctx.cfg.wnids_file or None))
     results = {label: _one_set(ctx, label, spec, wnids) for label, spec in sets.items()}
     ctx.out["shift_sets"] = results
     for label, r in results.items():
@@ -28,7 +28,7 @@ def run(ctx) -> None:
 def _one_set(ctx, label: str, spec: dict, wnids: Callable[[], list]) -> dict:
     """The result of one set; `wnids()` reads the ImageNet wnid list (once per suite), for labels='wnid'."""
     model = ctx.base_model
-    bn = spec["bn"] or ctx.cfg.get("bn", "clean")
+    bn = spec["bn"] or ctx.cfg.bn
     branch_model = bn_branch.view(model, bn, where=f"eval.shift_sets.{label}.bn")
     fields = {"name": spec["source"], "num_classes": 0}
     if spec["preprocess"]:
