@@ -1,5 +1,5 @@
 """Training objectives: pure loss functions (`standard_loss`, `pgd_at_loss`, `trades_loss`, `mart_loss`,
-`dat_loss`, `advbn_loss`) usable from any JAX training loop, and their config adapters by name:
+`dat_loss`, `advbn_loss`, `amp_loss`) usable from any JAX training loop, and their config adapters by name:
 `methods.get(config.method, model, num_classes)` -> object with `.loss` for the generic train step.
 
 A method is its own module (the loss, its `CONFIG` block of `config.method`, its adapter) plus one line
@@ -8,6 +8,7 @@ in `REGISTRY`; `config_defaults()` composes the blocks into the `config.method` 
 from __future__ import annotations
 
 from robust_jax.methods.advbn import AdvBNFineTuning, advbn_loss
+from robust_jax.methods.amp import AMP, amp_loss
 from robust_jax.methods.base import Classifier, Method, PGDAttack
 from robust_jax.methods.dat import DAT, dat_loss
 from robust_jax.methods.mart import MART, mart_loss
@@ -16,10 +17,10 @@ from robust_jax.methods.standard import Standard, standard_loss
 from robust_jax.methods.trades import TRADES, trades_loss
 
 REGISTRY = {"standard": Standard, "pgd_at": PGDAT, "trades": TRADES, "mart": MART, "dat": DAT,
-            "advbn": AdvBNFineTuning}
+            "advbn": AdvBNFineTuning, "amp": AMP}
 
 __all__ = ["REGISTRY", "get", "trainable_mask", "config_defaults", "Classifier", "Method", "PGDAttack",
-           "standard_loss", "pgd_at_loss", "trades_loss", "mart_loss", "dat_loss", "advbn_loss"]
+           "standard_loss", "pgd_at_loss", "trades_loss", "mart_loss", "dat_loss", "advbn_loss", "amp_loss"]
 
 
 def _cls(cfg):
