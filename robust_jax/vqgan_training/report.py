@@ -16,7 +16,6 @@ import numpy as np
 
 from robust_jax import data
 from robust_jax.evaluation import chunks
-from robust_jax.models import vqgan, vqgan_io
 from robust_jax.vqgan_training.objective import code_statistics
 
 @functools.partial(jax.jit, static_argnums=0)
