@@ -10,6 +10,7 @@ import functools
 from robust_jax.models.cnn import SmallCNN
 from robust_jax.models.preact_resnet import PreActResNet
 from robust_jax.models.resnet import ResNet
+from robust_jax.models.swin import SwinTransformer
 from robust_jax.models.vit import VisionTransformer
 from robust_jax.models.wideresnet import WideResNet
 
@@ -27,6 +28,13 @@ REGISTRY = {
     "vit_b16": functools.partial(VisionTransformer, patch_size=16, hidden_dim=768, depth=12, num_heads=12),
     "vit_s16": functools.partial(VisionTransformer, patch_size=16, hidden_dim=384, depth=12, num_heads=6),
     "vit_ti16": functools.partial(VisionTransformer, patch_size=16, hidden_dim=192, depth=12, num_heads=3),
+    "swin": SwinTransformer,  # any fields via kwargs
+    "swin_tiny_patch4_window7_224": functools.partial(SwinTransformer, patch_size=4, window_size=7, embed_dim=96,
+                                                      depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),
+    "swin_small_patch4_window7_224": functools.partial(SwinTransformer, patch_size=4, window_size=7, embed_dim=96,
+                                                       depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24)),
+    "swin_base_patch4_window7_224": functools.partial(SwinTransformer, patch_size=4, window_size=7, embed_dim=128,
+                                                      depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32)),
 }
 
 

@@ -3,12 +3,14 @@
     robust-jax-convert --model resnet18 --num-classes 10 --mean 0,0,0 --std 1,1,1 \
         --input model_test.pt --output resnet18.msgpack
 
+    robust-jax-convert --model vit_b16 --adapt-patch 4 --image-size 32 --new-head --num-classes 10 \
+        --mean 0.5,0.5,0.5 --std 0.5,0.5,0.5 --input jx_vit_base_p16_224.pth --output vit_b4_cifar.msgpack
+
     robust-jax-convert --model vqgan:openimages_f8_16384 --input vqgan_openimages_f8_16384.ckpt \
         --output vqgan_f8.msgpack
 
-The output holds {'params', 'batch_stats'} ({'params'} for ViTs; `variables_io.load_variables` reads it
-strictly); a VQGAN
-({'params'}) is read with `robust_jax.models.vqgan.load(path, vqgan.get(name))`.
+The output holds {'params', 'batch_stats'} ({'params'} for ViTs and Swins; `variables_io.load_variables`
+reads it strictly); a VQGAN ({'params'}) is read with `robust_jax.models.vqgan.load(path, vqgan.get(name))`.
 Input normalisation is not in a torch checkpoint: our models normalise inside with their `mean`/`std`
 fields, so give the values the torch model's data pipeline used, and build the model with the same
 values when loading (the summary prints the line).
@@ -33,6 +35,9 @@ a {'state_dict'|'model'|'net': ...} wrapper and a DataParallel 'module.' prefix 
 VQGANs (--model vqgan:NAME, NAME one of robust_jax.models.vqgan.CONFIGS): taming / latent-diffusion /
 easyrobust Lightning checkpoints; the training loss's `loss.*` weights (LPIPS, discriminator) are dropped;
 --num-classes/--mean/--std/--dual-bn do not apply; --model-arg overrides architecture fields.
+ViT/DeiT re-targeting (Mo et al. 2022's 224/16 -> 32/4 for CIFAR): --adapt-patch P folds the patch kernel
+to PxP (sums of sub-blocks), --image-size S resizes the position embedding bilinearly (align_corners=False,
+class token kept); --new-head replaces the classifier with a fresh one for --num-classes (ViT and Swin).
 Anything else that does not match the model is an error naming the key.
 """
 
@@ -74,7 +79,39 @@ def build_parser() -> argparse.ArgumentParser:
                    help="build the model with dual BatchNorm and copy each torch BN into both 'clean' and 'adv'")
     p.add_argument("--model-arg", type=_kwarg, action="append", default=[], metavar="KEY=VALUE",
                    help="extra model field, repeatable, e.g. --model-arg depth=16 --model-arg widen_factor=2")
+    p.add_argument("--adapt-patch", type=int, default=None, metavar="P",
+                   help="ViT/DeiT: fold the checkpoint's patch kernel to PxP and build the model with patch_size=P")
+    p.add_argument("--image-size", type=int, default=None, metavar="S",
+                   help="ViT/Swin: build the model for SxS images (a ViT's position embedding is resized to it)")
+    p.add_argument("--new-head", action="store_true",
+                   help="ViT/Swin: replace the checkpoint's classifier by a fresh one with --num-classes outputs")
+    p.add_argument("--seed", type=int, default=0, help="key of the --new-head initialisation")
     return p
+
+
+def _retarget(args, checkpoint, kwargs: dict):
+    """Applies --adapt-patch/--image-size/--new-head to the state_dict and the model fields (ViT/Swin only)."""
+    from robust_jax.models import convert
+    from robust_jax.models.convert import vit_adapt
+
+    if args.adapt_patch is None and args.image_size is None and not args.new_head:
+        return checkpoint
+    is_vit, is_swin = args.model in convert.VIT_MODELS, args.model in convert.SWIN_MODELS
+    if not (is_vit or is_swin):
+        raise ValueError(f"--adapt-patch/--image-size/--new-head apply to ViT and Swin models, not {args.model!r}")
+    if args.adapt_patch is not None and not is_vit:
+        raise ValueError(f"--adapt-patch applies to ViT/DeiT checkpoints, not {args.model!r}")
+    if args.adapt_patch is not None and args.image_size is None:
+        raise ValueError("--adapt-patch needs --image-size (the position embedding is resized to its patch grid)")
+    if args.adapt_patch is not None:
+        kwargs["patch_size"] = args.adapt_patch
+    if args.image_size is not None:
+        kwargs["image_size"] = args.image_size
+    if is_vit:
+        checkpoint = vit_adapt.adapt_timm_vit(checkpoint, patch_size=args.adapt_patch, image_size=args.image_size)
+    if args.new_head:
+        checkpoint = vit_adapt.replace_head(checkpoint, args.num_classes, args.seed)
+    return checkpoint
 
 
 def main(argv=None) -> int:
@@ -90,7 +127,7 @@ def main(argv=None) -> int:
     kwargs = {**dict(num_classes=args.num_classes, mean=args.mean, std=args.std, dual_bn=args.dual_bn),
               **dict(args.model_arg)}
     try:
-        checkpoint = convert.load_torch_checkpoint(args.input)
+        checkpoint = _retarget(args, convert.load_torch_checkpoint(args.input), kwargs)
         variables = convert.convert_state_dict(checkpoint, args.model, **kwargs)
     except (FileNotFoundError, ImportError, ValueError, TypeError) as e:
         print(f"robust-jax-convert: error: {e}", file=sys.stderr)
