@@ -100,17 +100,6 @@ def attention_softmax(logits):
     return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
 
 
-def gate_attention_grad(probs, keep):
-    """ARD's switch: `probs` unchanged in value; its gradient passes only where `keep` (a scalar) is true.
-
-    `keep=None` is the identity. `keep` may be a traced bool or 0/1 float (non-zero = keep), so one
-    compiled attack step serves every Bernoulli draw.
-    """
-    if keep is None:
-        return probs
-    return jnp.where(jnp.asarray(keep) != 0, probs, jax.lax.stop_gradient(probs))
-
-
 def _dense(features: int, name: str, dtype, use_bias: bool = True):
     return nn.Dense(features, use_bias=use_bias, kernel_init=vit_lib.trunc_normal_init(),
                     bias_init=nn.initializers.zeros, dtype=dtype, name=name)
@@ -152,7 +141,8 @@ class WindowAttention(nn.Module):
         if mask is not None:
             logits = logits + jnp.asarray(mask)[None, :, None]
         probs = attention_softmax(logits).astype(self.dtype)
-        probs = gate_attention_grad(probs, attn_grad_keep)
+        if attn_grad_keep is not None:
+            probs = vit_lib.ard_switch(probs, attn_grad_keep)
         probs = nn.Dropout(self.attn_drop_rate, name="attn_drop")(probs, deterministic=not train)
         out = jnp.einsum("bwhqk,bwhkd->bwqhd", probs, v).reshape(b, nw, n, c)
         out = _dense(c, "proj", self.dtype)(out)
