@@ -28,7 +28,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     parallel.initialize_distributed()
     mesh = parallel.make_mesh()
     run = builders.build_run(config, mesh)
-    method = methods.get(config.method, run.model, run.num_classes)
+    method = methods.get(config.method, run.model, run.num_classes, steps_per_epoch=run.steps_per_epoch)
     best = _best_checkpoint(config, workdir)
     ckpts = Checkpoints(workdir, keep=config.train.keep_checkpoints)
     state = ckpts.restore_or(run.state)

@@ -14,7 +14,7 @@ on CPU; pass `conv_general_dilated=robust_jax.models.layers.conv_general_dilated
 """
 from __future__ import annotations
 
-from typing import Callable, Union
+from typing import Callable, Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -54,7 +54,8 @@ def _check(norm, eps, step_size, steps):
 
 def pgd(logits_fn: Callable, x, y, key, *, norm: str = "linf", eps: float, step_size: float, steps: int,
         loss: Union[str, Callable] = "ce", random_start: Union[bool, str] = True, init_std: float = 1e-3,
-        targeted: bool = False, early_stop: bool = False, bounds=prim.UNIT_BOX):
+        targeted: bool = False, early_stop: bool = False, bounds=prim.UNIT_BOX,
+        step_setup: Optional[Callable] = None):
     """Projected gradient ascent on `loss(logits_fn(x_adv), y)`.
 
     targeted=True: `y` are target classes and the attack descends the loss towards them.
@@ -62,26 +63,35 @@ def pgd(logits_fn: Callable, x, y, key, *, norm: str = "linf", eps: float, step_
     loop ends when all have; the returned point is then the first successful one.
     `loss` may be a callable `loss(logits, y) -> [B]`, e.g. a KL to fixed clean logits for TRADES.
     bounds=(lo, hi): the box of valid inputs; x must lie in it and every iterate is clipped into it.
+    step_setup: per-step randomisation of the attack (ARD and PRM, `attacks.ard_prm`), None for plain PGD.
+    `step_setup(key_i, x_adv) -> (x_start, logits_fn_i)` is called at the start of step i with
+    key_i = fold_in(key, i); that step differentiates `logits_fn_i` at `x_start` and steps from there
+    (projection and clipping as usual). Keys of the start point and of the steps are independent, so a
+    step_setup that changes nothing gives plain PGD's result.
     """
     _check(norm, eps, step_size, steps)
+    if step_setup is not None and key is None:
+        raise ValueError("pgd with step_setup needs a key (its steps are randomised)")
     bounds = check_bounds(bounds)
     check_images(x, "x", bounds)
     loss_fn = losses_lib.get(loss)
     sign = -1.0 if targeted else 1.0
 
-    def objective(xa):
-        logits = logits_fn(xa)
-        return sign * jnp.sum(loss_fn(logits, y)), logits
-
-    grad_fn = jax.grad(objective, has_aux=True)
+    def gradient(fn, xa):
+        def objective(z):
+            logits = fn(z)
+            return sign * jnp.sum(loss_fn(logits, y)), logits
+        return jax.grad(objective, has_aux=True)(xa)
 
     def success(logits):
         pred = jnp.argmax(logits, axis=-1)
         return pred == y if targeted else pred != y
 
-    def update(xa, active):
-        g, logits = grad_fn(xa)
-        new = project(xa + ascent_step(g, norm=norm, step_size=step_size), x, norm=norm, eps=eps, bounds=bounds)
+    def update(i, xa, active):
+        start, fn = (xa, logits_fn) if step_setup is None else step_setup(jax.random.fold_in(key, i), xa)
+        g, logits = gradient(fn, start)
+        new = project(start + ascent_step(g, norm=norm, step_size=step_size), x, norm=norm, eps=eps,
+                      bounds=bounds)
         done = success(logits)
         if active is None:
             return new, done
@@ -90,7 +100,7 @@ def pgd(logits_fn: Callable, x, y, key, *, norm: str = "linf", eps: float, step_
 
     x0 = random_init(key, x, norm=norm, eps=eps, mode=random_start, init_std=init_std, bounds=bounds)
     if not early_stop:
-        x_adv = jax.lax.fori_loop(0, steps, lambda _, xa: update(xa, None)[0], x0)
+        x_adv = jax.lax.fori_loop(0, steps, lambda i, xa: update(i, xa, None)[0], x0)
         return jax.lax.stop_gradient(x_adv)
 
     def cond(carry):
@@ -99,7 +109,7 @@ def pgd(logits_fn: Callable, x, y, key, *, norm: str = "linf", eps: float, step_
 
     def body(carry):
         i, xa, active = carry
-        xa, done = update(xa, active)
+        xa, done = update(i, xa, active)
         return i + 1, xa, active & ~done
 
     _, x_adv, _ = jax.lax.while_loop(cond, body, (0, x0, jnp.ones(x.shape[0], bool)))

@@ -35,8 +35,12 @@ def trainable_mask(cfg, model, variables, image_shape):
     return _cls(cfg).trainable(cfg, model, variables, image_shape)
 
 
-def get(cfg, model, num_classes: int):
-    return _cls(cfg)(model, cfg, num_classes)
+def get(cfg, model, num_classes: int, *, steps_per_epoch=None):
+    """The adapter of method `cfg.name`. `steps_per_epoch`: the training run's, for objectives whose settings
+    follow the epoch (the ARD/PRM schedule of `attack.keep_warmup_epochs`)."""
+    method = _cls(cfg)(model, cfg, num_classes)
+    method.steps_per_epoch = steps_per_epoch
+    return method
 
 
 def config_defaults() -> dict:

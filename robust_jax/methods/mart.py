@@ -19,11 +19,12 @@ REFERENCE_ATTACK = PGDAttack(random_start="normal")  # the reference's start; ep
 
 
 def mart_loss(apply_fn, params, model_state, batch, key, *, beta: float = 6.0,
-              attack: PGDAttack = REFERENCE_ATTACK):
-    """MART's objective (module docstring) on `attack`'s adversarial examples."""
+              attack: PGDAttack = REFERENCE_ATTACK, epoch=None):
+    """MART's objective (module docstring) on `attack`'s adversarial examples. `epoch`: the fractional training
+    epoch, read only by the attack's ARD/PRM schedule (None: after its warm-up)."""
     classifier = Classifier(apply_fn)
     x, y = batch["image"], batch["label"]
-    x_adv = attack.run(classifier, params, model_state, x, y, key)
+    x_adv = attack.run(classifier, params, model_state, x, y, key, epoch=epoch)
     logits, model_state = classifier(params, model_state, x, train=True)
     logits_adv, model_state = classifier(params, model_state, x_adv, train=True)
     p_adv = jax.nn.softmax(logits_adv)
@@ -43,6 +44,7 @@ def mart_loss(apply_fn, params, model_state, batch, key, *, beta: float = 6.0,
 
 class MART(Method):
     CONFIG = CONFIG
+    attack_schedule = True  # attack.ard / attack.prm and their schedule (ViT recipes, attacks.ard_prm)
     loss_fn = staticmethod(mart_loss)
 
     @classmethod

@@ -15,11 +15,12 @@ from robust_jax.methods.base import ATTACK_CONFIG, Classifier, Method, PGDAttack
 CONFIG = dict(attack=ATTACK_CONFIG)
 
 
-def pgd_at_loss(apply_fn, params, model_state, batch, key, *, attack: PGDAttack = PGDAttack()):
-    """Mean CE of the model in train mode on `attack`'s adversarial examples."""
+def pgd_at_loss(apply_fn, params, model_state, batch, key, *, attack: PGDAttack = PGDAttack(), epoch=None):
+    """Mean CE of the model in train mode on `attack`'s adversarial examples. `epoch`: the fractional training
+    epoch, read only by the attack's ARD/PRM schedule (None: after its warm-up)."""
     classifier = Classifier(apply_fn)
     x, y = batch["image"], batch["label"]
-    x_adv = attack.run(classifier, params, model_state, x, y, key)
+    x_adv = attack.run(classifier, params, model_state, x, y, key, epoch=epoch)
     logits, model_state = classifier(params, model_state, x_adv, train=True)
     loss = jnp.mean(cross_entropy(logits, y))
     return loss, (model_state, {"loss": loss, "adv_accuracy": accuracy(logits, y)})
@@ -27,6 +28,7 @@ def pgd_at_loss(apply_fn, params, model_state, batch, key, *, attack: PGDAttack 
 
 class PGDAT(Method):
     CONFIG = CONFIG
+    attack_schedule = True  # attack.ard / attack.prm and their schedule (ViT recipes, attacks.ard_prm)
     loss_fn = staticmethod(pgd_at_loss)
 
     @classmethod

@@ -18,14 +18,15 @@ REFERENCE_ATTACK = PGDAttack(random_start="normal")  # the reference's start; ep
 
 
 def trades_loss(apply_fn, params, model_state, batch, key, *, beta: float = 6.0,
-                attack: PGDAttack = REFERENCE_ATTACK):
+                attack: PGDAttack = REFERENCE_ATTACK, epoch=None):
     """CE on x plus beta times the batch-mean KL between the predictions on x and on x_adv, where x_adv
-    maximises that KL (the `attack`'s own loss is replaced by it)."""
+    maximises that KL (the `attack`'s own loss is replaced by it). `epoch`: the fractional training epoch,
+    read only by the attack's ARD/PRM schedule (None: after its warm-up)."""
     classifier = Classifier(apply_fn)
     x, y = batch["image"], batch["label"]
     attack_logits = classifier.logits_fn(params, model_state, train=attack.train_mode)(x)
     x_adv = attack.run(classifier, params, model_state, x, y, key,
-                       loss=lambda logits, _: kl_divergence(attack_logits, logits))
+                       loss=lambda logits, _: kl_divergence(attack_logits, logits), epoch=epoch)
     logits, model_state = classifier(params, model_state, x, train=True)
     logits_adv, model_state = classifier(params, model_state, x_adv, train=True)
     natural = jnp.mean(cross_entropy(logits, y))
@@ -38,6 +39,7 @@ def trades_loss(apply_fn, params, model_state, batch, key, *, beta: float = 6.0,
 
 class TRADES(Method):
     CONFIG = CONFIG
+    attack_schedule = True  # attack.ard / attack.prm and their schedule (ViT recipes, attacks.ard_prm)
     loss_fn = staticmethod(trades_loss)
 
     @classmethod

@@ -22,7 +22,10 @@ corresponding rate is positive; eval mode is deterministic and needs no rng. The
 is accepted for the common classifier signature and must be 'clean'.
 
 The attention is its own module (`Attention`) with the probabilities computed explicitly by
-`attention_probs`: the one place where a switch on their backward pass (ARD, spec/vit_at.md) belongs.
+`attention_probs`, so that ARD (spec/vit_at.md) can switch their backward pass off per block:
+`model.apply(v, x, train=False, attn_grad_keep=keep)` with `keep` of shape (`model.num_attention_blocks`,)
+stops the gradient of block b's probabilities (the input of `attn_drop`) where keep[b] is false; values are
+unchanged. Attacks read `num_attention_blocks` and `patch_size` (PRM's patch grid) from the model.
 """
 from __future__ import annotations
 
@@ -73,6 +76,21 @@ def attention_probs(q, k, scale: float):
     return jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(q.dtype)
 
 
+def ard_switch(probs, keep):
+    """ARD's gradient switch on attention probabilities (spec/vit_at.md): `probs` unchanged in value; their
+    gradient passes where `keep` (a scalar bool or 0-1 value) is true and is zero otherwise."""
+    return jnp.where(jnp.asarray(keep).astype(bool), probs, jax.lax.stop_gradient(probs))
+
+
+def check_attn_grad_keep(attn_grad_keep, num_blocks: int):
+    """`attn_grad_keep` as a bool array of shape (num_blocks,) (block order = forward order)."""
+    keep = jnp.asarray(attn_grad_keep)
+    if keep.shape != (num_blocks,):
+        raise ValueError(f"attn_grad_keep must have shape (num_attention_blocks,) = ({num_blocks},), "
+                         f"got {keep.shape}")
+    return keep.astype(bool)
+
+
 def _dense(features: int, name: str, dtype, use_bias: bool = True):
     return nn.Dense(features, use_bias=use_bias, kernel_init=trunc_normal_init(), bias_init=nn.initializers.zeros,
                     dtype=dtype, name=name)
@@ -93,7 +111,9 @@ class Attention(nn.Module):
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x, *, train: bool):
+    def __call__(self, x, *, train: bool, grad_keep=None):
+        """`grad_keep`: None, or a scalar bool/0-1 (ARD): where false, the attention probabilities are
+        `stop_gradient`ed (the value path, projections and residuals still carry gradient)."""
         b, n, c = x.shape
         if c % self.num_heads:
             raise ValueError(f"hidden_dim {c} is not divisible by num_heads {self.num_heads}")
@@ -103,6 +123,8 @@ class Attention(nn.Module):
         qkv = qkv.reshape(b, n, 3, self.num_heads, head_dim).transpose(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]
         probs = attention_probs(q, k, head_dim ** -0.5)
+        if grad_keep is not None:
+            probs = ard_switch(probs, grad_keep)
         probs = nn.Dropout(self.attn_drop_rate, name="attn_drop")(probs, deterministic=not train)
         out = jnp.einsum("bhqk,bhkd->bhqd", probs, v).transpose(0, 2, 1, 3).reshape(b, n, c)
         out = _dense(c, "proj", self.dtype)(out)
@@ -140,11 +162,11 @@ class Block(nn.Module):
         return y
 
     @nn.compact
-    def __call__(self, x, *, train: bool):
+    def __call__(self, x, *, train: bool, attn_grad_keep=None):
         c = x.shape[-1]
         y = _layer_norm("norm1", self.dtype)(x)
         y = Attention(c, self.num_heads, self.qkv_bias, self.attn_drop_rate, self.drop_rate, self.dtype,
-                      name="attn")(y, train=train)
+                      name="attn")(y, train=train, grad_keep=attn_grad_keep)
         x = x + self._drop_path(y, train)
         y = _layer_norm("norm2", self.dtype)(x)
         y = Mlp(int(c * self.mlp_ratio), self.drop_rate, self.dtype, name="mlp")(y, train=train)
@@ -193,6 +215,11 @@ class VisionTransformer(nn.Module):
         return (self.image_size // self.patch_size) ** 2
 
     @property
+    def num_attention_blocks(self) -> int:
+        """How many blocks `attn_grad_keep` switches (ARD): one per transformer block."""
+        return self.depth
+
+    @property
     def block_drop_path_rates(self) -> tuple:
         return drop_path_rates(self.drop_path_rate, self.depth)
 
@@ -213,8 +240,13 @@ class VisionTransformer(nn.Module):
             raise ValueError(f"images have {x.shape[-1]} channels, the model expects {len(self.mean)}")
 
     @nn.compact
-    def __call__(self, x, *, train: bool, bn: str = "clean"):
+    def __call__(self, x, *, train: bool, bn: str = "clean", attn_grad_keep=None):
+        """Logits of `x`. `attn_grad_keep` (ARD, used by attacks only): None, or bool/0-1 values of shape
+        (num_attention_blocks,); where entry b is false, block b's attention probabilities pass no gradient.
+        Forward values are the same either way."""
         self._check_input(x, bn)
+        if attn_grad_keep is not None:
+            attn_grad_keep = check_attn_grad_keep(attn_grad_keep, self.num_attention_blocks)
         mean = jnp.asarray(self.mean, jnp.float32)
         std = jnp.asarray(self.std, jnp.float32)
         x = ((x - mean) / std).astype(self.dtype)
@@ -231,7 +263,8 @@ class VisionTransformer(nn.Module):
 
         for i, rate in enumerate(self.block_drop_path_rates):
             x = Block(self.num_heads, self.mlp_ratio, self.qkv_bias, self.drop_rate, self.attn_drop_rate, rate,
-                      self.dtype, name=f"blocks_{i}")(x, train=train)
+                      self.dtype, name=f"blocks_{i}")(
+                x, train=train, attn_grad_keep=None if attn_grad_keep is None else attn_grad_keep[i])
         x = _layer_norm("norm", self.dtype)(x)
         x = x[:, 0] if self.pool == "token" else jnp.mean(x[:, 1:], axis=1)
         return _dense(self.num_classes, "head", self.dtype)(x).astype(jnp.float32)
