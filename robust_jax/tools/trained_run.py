@@ -73,7 +73,7 @@ def load(config, workdir: str, num_examples: int):
         variables, _ = evaluate.load_eval_variables(config, workdir, run)
     except FileNotFoundError as e:
         raise ToolError(str(e), 1) from e
-    method = methods.get(config.method, run.model, run.num_classes)
+    method = methods.get(config.method, run.model, run.num_classes, steps_per_epoch=run.steps_per_epoch)
     batches, _ = data.eval_batches(config.data, config.data.eval_split, global_batch_size=num_examples, mesh=mesh,
                                    num_examples=num_examples)
     variables = dict(variables)
