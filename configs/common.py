@@ -18,7 +18,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 def attack(**kw):
     """The attack a method trains against (`robust_jax.methods.PGDAttack`'s fields: pgd keyword arguments +
     the model mode it sees); random_start: 'uniform' (in the eps-ball), 'normal' (x + 0.001 N(0,I),
-    TRADES/MART) or 'none'."""
+    TRADES/MART) or 'none'. ViT recipes (PGD-AT/TRADES/MART only, off by default): ard, prm, prm_patch (0 = the
+    model's patch size), keep_max and keep_warmup_epochs (the ARD/PRM keep-probability schedule; docs/vit.md)."""
     a = ml_collections.ConfigDict(methods.config_defaults()["attack"])
     a.update(kw)
     return a
