@@ -96,6 +96,10 @@ def build_run(config, mesh) -> Run:
     total = config.train.num_steps or int(round(config.train.epochs * spe))
     model = build_model(config, num_classes)
     variables = init_variables(model, config, jax.random.key(config.seed), image_shape)
+    own = methods.init_params(config.method, model, variables, image_shape, num_classes,
+                              jax.random.fold_in(jax.random.key(config.seed), 1))
+    if own:  # a method's own trainable parameters (MixACM's projections), beside the model's
+        variables = {**variables, "params": {**variables["params"], state_lib.METHOD_PARAMS: own}}
     schedule = optim.make_schedule(config.optim, steps_per_epoch=spe, total_steps=total)
     trainable = methods.trainable_mask(config.method, model, variables, image_shape)
     tx = optim.make_optimizer(config.optim, schedule, variables["params"], trainable=trainable)

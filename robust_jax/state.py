@@ -8,6 +8,17 @@ import jax
 import jax.numpy as jnp
 import optax
 
+# The key of `TrainState.params` under which a method keeps trainable parameters of its own (MixACM's feature
+# projections, `Method.init_params`): trained with the model, never part of the model's variables.
+METHOD_PARAMS = "method_params"
+
+
+def split_params(params):
+    """(model parameters, the method's own parameters or {}) of a params tree that may hold `METHOD_PARAMS`."""
+    if not isinstance(params, dict) or METHOD_PARAMS not in params:
+        return params, {}
+    return {k: v for k, v in params.items() if k != METHOD_PARAMS}, params[METHOD_PARAMS]
+
 
 @flax.struct.dataclass
 class TrainState:
@@ -18,9 +29,10 @@ class TrainState:
     ema_params: Any  # {} when EMA is off
 
     def eval_variables(self, use_ema: bool = True):
-        """Variables for evaluation: EMA parameters when kept (and asked for), else the live ones."""
+        """The model's variables for evaluation and export: EMA parameters when kept (and asked for), else the
+        live ones; a method's own parameters (`METHOD_PARAMS`) are left out."""
         params = self.ema_params if (use_ema and self.ema_params) else self.params
-        return {"params": params, **self.model_state}
+        return {"params": split_params(params)[0], **self.model_state}
 
 
 def create(variables, tx: optax.GradientTransformation, *, ema: bool) -> TrainState:

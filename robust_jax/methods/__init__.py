@@ -1,5 +1,6 @@
 """Training objectives: pure loss functions (`standard_loss`, `pgd_at_loss`, `trades_loss`, `mart_loss`,
-`dat_loss`, `advbn_loss`, `amp_loss`) usable from any JAX training loop, and their config adapters by name:
+`dat_loss`, `advbn_loss`, `amp_loss`, `mixacm_loss`) usable from any JAX training loop, and their config
+adapters by name:
 `methods.get(config.method, model, num_classes)` -> object with `.loss` for the generic train step.
 
 A method is its own module (the loss, its `CONFIG` block of `config.method`, its adapter) plus one line
@@ -12,15 +13,17 @@ from robust_jax.methods.amp import AMP, amp_loss
 from robust_jax.methods.base import Classifier, Method, PGDAttack
 from robust_jax.methods.dat import DAT, dat_loss
 from robust_jax.methods.mart import MART, mart_loss
+from robust_jax.methods.mixacm import MixACM, mixacm_loss
 from robust_jax.methods.pgd_at import PGDAT, pgd_at_loss
 from robust_jax.methods.standard import Standard, standard_loss
 from robust_jax.methods.trades import TRADES, trades_loss
 
 REGISTRY = {"standard": Standard, "pgd_at": PGDAT, "trades": TRADES, "mart": MART, "dat": DAT,
-            "advbn": AdvBNFineTuning, "amp": AMP}
+            "advbn": AdvBNFineTuning, "amp": AMP, "mixacm": MixACM}
 
-__all__ = ["REGISTRY", "get", "trainable_mask", "config_defaults", "Classifier", "Method", "PGDAttack",
-           "standard_loss", "pgd_at_loss", "trades_loss", "mart_loss", "dat_loss", "advbn_loss", "amp_loss"]
+__all__ = ["REGISTRY", "get", "trainable_mask", "init_params", "config_defaults", "Classifier", "Method", "PGDAttack",
+           "standard_loss", "pgd_at_loss", "trades_loss", "mart_loss", "dat_loss", "advbn_loss", "amp_loss",
+           "mixacm_loss"]
 
 
 def _cls(cfg):
@@ -33,6 +36,11 @@ def _cls(cfg):
 def trainable_mask(cfg, model, variables, image_shape):
     """None (train every parameter) or the bool tree of parameters method `cfg.name` trains."""
     return _cls(cfg).trainable(cfg, model, variables, image_shape)
+
+
+def init_params(cfg, model, variables, image_shape, num_classes: int, key) -> dict:
+    """The trainable parameters method `cfg.name` owns besides the model's ({} for most; `Method.init_params`)."""
+    return _cls(cfg).init_params(cfg, model, variables, image_shape, num_classes, key)
 
 
 def get(cfg, model, num_classes: int, *, steps_per_epoch=None):

@@ -201,6 +201,13 @@ class Method:
         return type(self).loss_fn(self.model.apply, params, model_state, batch, key, **self.settings, **extra)
 
     @classmethod
+    def init_params(cls, cfg, model, variables, image_shape, num_classes: int, key) -> Dict[str, Any]:
+        """Trainable parameters the objective owns besides the model's (MixACM's feature projections), {} for
+        most methods. The run keeps them in `params[state.METHOD_PARAMS]`: the optimiser trains them with the
+        model, evaluation and exported variables leave them out (`TrainState.eval_variables`)."""
+        return {}
+
+    @classmethod
     def trainable(cls, cfg, model, variables, image_shape) -> Optional[Any]:
         """Which parameters the optimiser updates: None (all), or a bool tree shaped like
         `variables['params']` (AdvBN: the head after the cut). The others get no update and no decay."""

@@ -2,7 +2,8 @@
 
 * a `.msgpack` variables file (robust-jax-convert output, `variables_io.save_variables`);
 * a training workdir: the weights its evaluation reported — the best checkpoint when it ran with
-  `train.select_best`, else the latest — (EMA parameters when that run kept them), whatever optimiser it used.
+  `train.select_best`, else the latest — (EMA parameters when that run kept them), whatever optimiser it used,
+  without the parameters its method kept for itself (`state.METHOD_PARAMS`).
 
 Loading is strict. The one conversion done, and logged, is single BN -> dual BN: when the model is built with
 `dual_bn=True` and the source has one BatchNorm set, each BN is copied into both sets (`models.dual_bn`).
@@ -17,6 +18,7 @@ import jax
 import numpy as np
 
 from robust_jax.models import dual_bn, variables_io
+from robust_jax.state import METHOD_PARAMS
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,7 @@ def read_workdir(workdir: str) -> dict:
     finally:
         ckpts.close()
     params = raw.get("ema_params") or raw["params"]
+    params = {k: v for k, v in params.items() if k != METHOD_PARAMS}  # a method's own parameters (MixACM's)
     log.info("init_from %s: step %d, %s parameters", workdir, step, "EMA" if raw.get("ema_params") else "live")
     return jax.tree.map(np.asarray, {"params": params, **(raw.get("model_state") or {})})
 
