@@ -335,3 +335,21 @@ def test_plain_attack_is_unchanged_when_off(vit):
     ref = jax.make_jaxpr(lambda z, k: attacks.pgd(clf.logits_fn(params, {}, train=False), z, y, k, eps=EPS,
                                                   step_size=STEP, steps=2, random_start="uniform"))(x, key)
     assert str(ours) == str(ref)
+
+
+@pytest.mark.parametrize("name", ["pgd_at", "trades", "mart"])
+def test_training_forwards_of_the_adversarial_losses_run_drop_path(vit, name):
+    """The reference trains its ViTs with drop path: the losses' training forwards get a dropout key (without
+    one, Flax raises), and the drop path then changes the loss."""
+    _, variables, x, y = vit
+    batch = {"image": x, "label": y}
+    attack = PGDAttack(eps=EPS, step_size=STEP, steps=1, random_start="none")
+    loss_fn = getattr(methods, f"{name}_loss")
+
+    def loss(drop_path_rate, key):
+        model = models.get("vit", **SMALL, drop_path_rate=drop_path_rate)
+        return float(loss_fn(model.apply, variables["params"], {}, batch, key, attack=attack)[0])
+
+    plain = loss(0.0, jax.random.key(3))
+    dropped = [loss(0.5, jax.random.key(k)) for k in (3, 4)]
+    assert np.all(np.isfinite(dropped)) and dropped[0] != plain and dropped[0] != dropped[1]

@@ -33,7 +33,8 @@ import jax.numpy as jnp
 from robust_jax.attacks import primitives as prim
 from robust_jax.attacks.losses import cross_entropy
 from robust_jax.attacks.projected_gradient import random_init
-from robust_jax.methods.base import ATTACK_CONFIG, Classifier, Method, PGDAttack, attack_from_config, block_values
+from robust_jax.methods.base import (ATTACK_CONFIG, Classifier, Method, PGDAttack, attack_from_config, block_values,
+                                     training_rng)
 
 LAMBDA_MODES = ("fixed", "optimised")
 LABEL_RULES = ("standard", "geometric")
@@ -195,19 +196,20 @@ def amp_objective(apply_fn, params, model_state, batch, key, perm, lam0, *, atta
     logits_fn = classifier.logits_fn(params, model_state, train=attack.train_mode)
     x_adv, lam, w = amp_attack(logits_fn, x, y, perm, lam0, key, attack=attack, amp=amp)
     y_j = y[perm]
-    logits, model_state = classifier(params, model_state, x_adv, train=True)
+    logits, model_state = classifier(params, model_state, x_adv, train=True, rng=training_rng(key, 0))
     adv_loss = jnp.mean(mixed_cross_entropy(logits, y, y_j, w))
     loss = adv_loss
     metrics = {"adv_loss": adv_loss,
                "adv_accuracy": jnp.mean(jnp.argmax(logits, -1) == dominant_label(y, y_j, w)),
                "lambda": jnp.mean(lam), "label_weight": jnp.mean(w)}
     if amp.clean_weight:
-        clean_logits, model_state = classifier(params, model_state, x, train=True)
+        clean_logits, model_state = classifier(params, model_state, x, train=True, rng=training_rng(key, 1))
         clean_loss = jnp.mean(cross_entropy(clean_logits, y))
         loss = loss + amp.clean_weight * clean_loss
         metrics.update(clean_loss=clean_loss, accuracy=jnp.mean(jnp.argmax(clean_logits, -1) == y))
     if amp.mixup_weight:
-        mix_logits, model_state = classifier(params, model_state, interpolate(x, x[perm], lam0), train=True)
+        mix_logits, model_state = classifier(params, model_state, interpolate(x, x[perm], lam0), train=True,
+                                             rng=training_rng(key, 2))
         mixup_loss = jnp.mean(mixed_cross_entropy(mix_logits, y, y_j, lam0))
         loss = loss + amp.mixup_weight * mixup_loss
         metrics["mixup_loss"] = mixup_loss

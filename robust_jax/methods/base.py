@@ -49,6 +49,17 @@ class Classifier:
         return lambda x: self(params, model_state, x, train=train, **kwargs)[0]
 
 
+# fold_in data of the training forwards' dropout keys: far from the small integers the attacks fold into `key`
+# (their per-step keys, AMP's second endpoint), so the two streams never share a key.
+_TRAINING_STREAM = 0x5EED0000
+
+
+def training_rng(key, forward: int = 0):
+    """The dropout / drop-path key of a loss's `forward`-th training forward pass, drawn from the loss's `key`
+    independently of the attack's keys (models without dropout ignore it)."""
+    return jax.random.fold_in(key, _TRAINING_STREAM + forward)
+
+
 @dataclasses.dataclass(frozen=True)
 class PGDAttack:
     """The PGD attack a method trains against: `attacks.pgd` settings plus the model mode it sees.

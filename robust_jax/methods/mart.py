@@ -12,7 +12,8 @@ import jax.numpy as jnp
 from jax.scipy.special import xlogy
 
 from robust_jax.attacks.losses import cross_entropy
-from robust_jax.methods.base import ATTACK_CONFIG, Classifier, Method, PGDAttack, accuracy, attack_from_config
+from robust_jax.methods.base import (ATTACK_CONFIG, Classifier, Method, PGDAttack, accuracy, attack_from_config,
+                                     training_rng)
 
 CONFIG = dict(attack=ATTACK_CONFIG, beta=6.0)
 REFERENCE_ATTACK = PGDAttack(random_start="normal")  # the reference's start; eps/steps are the recipe's
@@ -25,8 +26,8 @@ def mart_loss(apply_fn, params, model_state, batch, key, *, beta: float = 6.0,
     classifier = Classifier(apply_fn)
     x, y = batch["image"], batch["label"]
     x_adv = attack.run(classifier, params, model_state, x, y, key, epoch=epoch)
-    logits, model_state = classifier(params, model_state, x, train=True)
-    logits_adv, model_state = classifier(params, model_state, x_adv, train=True)
+    logits, model_state = classifier(params, model_state, x, train=True, rng=training_rng(key, 0))
+    logits_adv, model_state = classifier(params, model_state, x_adv, train=True, rng=training_rng(key, 1))
     p_adv = jax.nn.softmax(logits_adv)
     p_nat = jax.nn.softmax(logits)
     y_onehot = jax.nn.one_hot(y, logits.shape[-1], dtype=bool)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from robust_jax.attacks.losses import cross_entropy
-from robust_jax.methods.base import ATTACK_CONFIG, Classifier, Method, PGDAttack, accuracy, attack_from_config
+from robust_jax.methods.base import (ATTACK_CONFIG, Classifier, Method, PGDAttack, accuracy, attack_from_config,
+                                     training_rng)
 
 CONFIG = dict(attack=ATTACK_CONFIG)
 
@@ -21,7 +22,7 @@ def pgd_at_loss(apply_fn, params, model_state, batch, key, *, attack: PGDAttack 
     classifier = Classifier(apply_fn)
     x, y = batch["image"], batch["label"]
     x_adv = attack.run(classifier, params, model_state, x, y, key, epoch=epoch)
-    logits, model_state = classifier(params, model_state, x_adv, train=True)
+    logits, model_state = classifier(params, model_state, x_adv, train=True, rng=training_rng(key))
     loss = jnp.mean(cross_entropy(logits, y))
     return loss, (model_state, {"loss": loss, "adv_accuracy": accuracy(logits, y)})
 

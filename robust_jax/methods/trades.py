@@ -11,7 +11,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from robust_jax.attacks.losses import cross_entropy, kl_divergence
-from robust_jax.methods.base import ATTACK_CONFIG, Classifier, Method, PGDAttack, accuracy, attack_from_config
+from robust_jax.methods.base import (ATTACK_CONFIG, Classifier, Method, PGDAttack, accuracy, attack_from_config,
+                                     training_rng)
 
 CONFIG = dict(attack=ATTACK_CONFIG, beta=6.0)
 REFERENCE_ATTACK = PGDAttack(random_start="normal")  # the reference's start; eps/steps are the recipe's
@@ -27,8 +28,8 @@ def trades_loss(apply_fn, params, model_state, batch, key, *, beta: float = 6.0,
     attack_logits = classifier.logits_fn(params, model_state, train=attack.train_mode)(x)
     x_adv = attack.run(classifier, params, model_state, x, y, key,
                        loss=lambda logits, _: kl_divergence(attack_logits, logits), epoch=epoch)
-    logits, model_state = classifier(params, model_state, x, train=True)
-    logits_adv, model_state = classifier(params, model_state, x_adv, train=True)
+    logits, model_state = classifier(params, model_state, x, train=True, rng=training_rng(key, 0))
+    logits_adv, model_state = classifier(params, model_state, x_adv, train=True, rng=training_rng(key, 1))
     natural = jnp.mean(cross_entropy(logits, y))
     robust = jnp.mean(kl_divergence(logits, logits_adv))
     loss = natural + beta * robust
