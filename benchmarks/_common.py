@@ -97,9 +97,13 @@ def run_and_report(title: str, contenders: dict, args, *, unit):
 
 
 # --- timing ---------------------------------------------------------------------------------------------
-def interleaved(contenders: dict, repeats: int) -> dict:
+def interleaved(contenders: dict, repeats: int, *, warm_up: bool = False) -> dict:
     """Times each `name -> fn()` (fn must block until its result is ready) `repeats` times, round robin, so
-    that load changes on a shared machine hit every contender alike. Returns name -> list of seconds."""
+    that load changes on a shared machine hit every contender alike. Returns name -> list of seconds.
+    warm_up: first call each contender once, untimed (compilation, first-touch allocation)."""
+    if warm_up:
+        for fn in contenders.values():
+            fn()
     times = {k: [] for k in contenders}
     for _ in range(repeats):
         for name, fn in contenders.items():

@@ -43,9 +43,7 @@ def main():
     contenders = {"pgd_at": contender(cifar10_pgd_at.get_config())}
     for v in args.variants.split(","):
         contenders[f"amp:{v}"] = contender(cifar10_amp.get_config(VARIANT_ARGS[v]))
-    for fn in contenders.values():
-        fn()
-    times = C.interleaved(contenders, args.repeats)
+    times = C.interleaved(contenders, args.repeats, warm_up=True)
     print(C.environment())
     print(f"PGD-{args.steps} training step, PreAct-ResNet-18, batch {C.BATCH}, {C.SIZE}x{C.SIZE}; "
           f"{args.repeats} interleaved repeats")

@@ -128,9 +128,7 @@ def main():
     tx, ty = C.torch_batch()
     contenders = {k: (lambda c=c: c(variables, x, y, key).block_until_ready()) for k, c in compiled.items()}
     contenders["pytorch eager"] = lambda: C.torch_pgd(tmodel, tx, ty, steps=args.steps)
-    for fn in contenders.values():
-        fn()
-    times = C.interleaved(contenders, args.repeats)
+    times = C.interleaved(contenders, args.repeats, warm_up=True)
     print(C.environment())
     print(f"PGD-{args.steps} ({'train' if train else 'eval'}-mode BN), PreAct-ResNet-18, batch {C.BATCH}; "
           f"XLA options: {args.xla_options}; {args.repeats} interleaved repeats")

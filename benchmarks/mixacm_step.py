@@ -84,9 +84,7 @@ def main():
         return run
 
     contenders = {name: contender(name) for name in configs}
-    for fn in contenders.values():
-        fn()
-    times = C.interleaved(contenders, args.repeats)
+    times = C.interleaved(contenders, args.repeats, warm_up=True)
     print(C.environment())
     print(f"training step, setting {args.setting} ({type(model).__name__} student, teacher {type(teacher).__name__}), "
           f"batch {batch_size} of {shape}; {args.repeats} interleaved repeats")

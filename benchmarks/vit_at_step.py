@@ -59,9 +59,7 @@ def main():
     contenders = {"plain": contender()}
     for v in args.variants.split(","):
         contenders[v] = contender(**VARIANTS[v])
-    for fn in contenders.values():
-        fn()
-    times = C.interleaved(contenders, args.repeats)
+    times = C.interleaved(contenders, args.repeats, warm_up=True)
     print(C.environment())
     print(f"PGD-{args.steps} training step (pgd_at), ViT 32px/patch 4, width {VIT['hidden_dim']}, depth "
           f"{VIT['depth']}, batch {C.BATCH}; ARD/PRM keep probability 0.5; {args.repeats} interleaved repeats")
