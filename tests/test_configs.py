@@ -36,3 +36,17 @@ def test_smoke_variant_trains(name, tmp_path):
         return
     assert set(report["accuracy"]) == {"clean", "pgd-2"}
     assert all(0.0 <= v <= 1.0 for v in report["accuracy"].values())
+
+
+# Method variants chosen by a recipe argument: each one's smoke run trains and evaluates. The CIFAR AMP
+# configs build their variants with the same `configs.digits_amp.amp_variant`, so digits covers them;
+# cifar10_vit_at:trades covers the ViT recipes' TRADES path with ARD + PRM.
+VARIANTS = [("digits_amp", "lambda"), ("digits_amp", "geometric"), ("digits_amp", "mixed_point"),
+            ("digits_amp", "mixup"), ("cifar10_vit_at", "trades")]
+
+
+@pytest.mark.parametrize("name,arg", VARIANTS)
+def test_smoke_of_each_method_variant_trains(name, arg, tmp_path):
+    config = load(name, f"{arg},smoke")
+    report = trainers.train_and_evaluate(config, str(tmp_path))
+    assert set(report["accuracy"]) == {"clean", "pgd-2"}
