@@ -162,11 +162,6 @@ class SwinBlock(nn.Module):
     drop_path_rate: float = 0.0
     dtype: jnp.dtype = jnp.float32
 
-    def _drop_path(self, y, train: bool):
-        if train and self.drop_path_rate > 0:
-            return vit_lib.drop_path(y, self.drop_path_rate, self.make_rng("dropout"))
-        return y
-
     @nn.compact
     def __call__(self, x, *, train: bool, attn_grad_keep=None):
         _, h, w, c = x.shape
@@ -180,10 +175,10 @@ class SwinBlock(nn.Module):
         y = window_merge(y, win, h, w)
         if s:
             y = jnp.roll(y, (s, s), axis=(1, 2))
-        x = x + self._drop_path(y, train)
+        x = x + vit_lib.residual_drop_path(self, y, self.drop_path_rate, train)
         y = _layer_norm("norm2", self.dtype)(x)
         y = vit_lib.Mlp(int(c * self.mlp_ratio), self.drop_rate, self.dtype, name="mlp")(y, train=train)
-        return x + self._drop_path(y, train)
+        return x + vit_lib.residual_drop_path(self, y, self.drop_path_rate, train)
 
 
 class PatchMerging(nn.Module):

@@ -70,6 +70,14 @@ def drop_path(x, rate: float, key):
     return jnp.where(mask, x / keep, jnp.zeros_like(x)) if keep > 0 else jnp.zeros_like(x)
 
 
+def residual_drop_path(module: nn.Module, y, rate: float, train: bool):
+    """`drop_path` of a block's residual branch `y` in train mode with a positive rate (its key from `module`'s
+    'dropout' stream); the identity otherwise."""
+    if train and rate > 0:
+        return drop_path(y, rate, module.make_rng("dropout"))
+    return y
+
+
 def attention_probs(q, k, scale: float):
     """softmax(q k^T * scale) over the keys: [B, H, N, d] x [B, H, N, d] -> [B, H, N, N] (softmax in f32)."""
     logits = jnp.einsum("bhqd,bhkd->bhqk", q, k) * scale
@@ -156,21 +164,16 @@ class Block(nn.Module):
     drop_path_rate: float = 0.0
     dtype: jnp.dtype = jnp.float32
 
-    def _drop_path(self, y, train: bool):
-        if train and self.drop_path_rate > 0:
-            return drop_path(y, self.drop_path_rate, self.make_rng("dropout"))
-        return y
-
     @nn.compact
     def __call__(self, x, *, train: bool, attn_grad_keep=None):
         c = x.shape[-1]
         y = _layer_norm("norm1", self.dtype)(x)
         y = Attention(c, self.num_heads, self.qkv_bias, self.attn_drop_rate, self.drop_rate, self.dtype,
                       name="attn")(y, train=train, grad_keep=attn_grad_keep)
-        x = x + self._drop_path(y, train)
+        x = x + residual_drop_path(self, y, self.drop_path_rate, train)
         y = _layer_norm("norm2", self.dtype)(x)
         y = Mlp(int(c * self.mlp_ratio), self.drop_rate, self.dtype, name="mlp")(y, train=train)
-        return x + self._drop_path(y, train)
+        return x + residual_drop_path(self, y, self.drop_path_rate, train)
 
 
 class PatchEmbed(nn.Module):
