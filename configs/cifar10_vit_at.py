@@ -30,11 +30,12 @@ eval mode (uniform start for PGD-AT, x + 0.001 N(0,I) for TRADES/MART, beta 6); 
 probability p(t) = min(t/10, 1) * 1 (keep_max 1, n_w = keep_warmup_epochs 10): both fade out over the first
 10 epochs. Evaluation as the reference on the 10,000 test images: clean, PGD-20, PGD-100, CW-20 (step
 2/255, one uniform restart) and AutoAttack standard Linf 8/255.
-Differences, documented: the reference's PGD-AT mixes each batch with timm's Mixup (mixup 0.8 / cutmix 1.0,
-applied to 30% of the batches, switching to cutmix with probability 0.5, before the attack, soft-target CE);
-our `pgd_at` objective has no mixing fields, so this recipe trains without mixup/cutmix (TRADES/MART in the
-reference do not mix either). The reference's PGD/CW evaluation stops updating a point once misclassified and
-clamps the CW margin at -10; ours runs every step on every point (robust accuracy can only be equal or lower).
+PGD-AT mixes each batch as the reference does with timm's Mixup: mixup alpha 0.8 / cutmix alpha 1.0 on 30% of
+the batches (`mix_prob`), cutmix with probability 0.5 (`cutmix_prob`), before the attack, with the soft-target CE
+in the attack and the loss; TRADES/MART do not mix (nor does the reference's). Differences, documented: timm
+pairs each image with the reversed batch, we with a random permutation; the reference's PGD/CW evaluation stops
+updating a point once misclassified and clamps the CW margin at -10, ours runs every step on every point
+(robust accuracy can only be equal or lower).
 Published: the paper's CIFAR-10 tables could not be read here, so no CIFAR number is quoted; for scale, the
 reference's ImageNet models (configs/imagenet_vit_at.py) are listed by RobustBench at 68.38% clean / 34.40%
 AutoAttack (ViT-B) and 74.66% / 38.30% (Swin-B), Linf 4/255. Not run here (no accelerator, no CIFAR-10).
@@ -63,11 +64,14 @@ def one_of(args, choices, default, *, config):
 
 def vit_at_method(c, method: str, *, eps: float, step_size: float, steps: int, ard_prm: bool,
                   keep_warmup_epochs: float, prm_patch: int = 0, beta: float = 6.0):
-    """The reference's objective block: PGD-AT (uniform start), TRADES or MART (x + 0.001 N(0,I), beta 6), the
-    attack in eval mode, ARD + PRM with keep_max 1 fading in over `keep_warmup_epochs` (off when not `ard_prm`)."""
+    """The reference's objective block: PGD-AT (uniform start, timm Mixup on 30% of the batches), TRADES or MART
+    (x + 0.001 N(0,I), beta 6), the attack in eval mode, ARD + PRM with keep_max 1 fading in over
+    `keep_warmup_epochs` (off when not `ard_prm`)."""
     c.method.name = method
     if method in ("trades", "mart"):
         c.method.beta = beta
+    else:
+        c.method.update(mixup_alpha=0.8, cutmix_alpha=1.0, mix_prob=0.3, cutmix_prob=0.5)
     c.method.attack = common.attack(
         eps=eps, step_size=step_size, steps=steps, random_start="uniform" if method == "pgd_at" else "normal",
         train_mode=False, ard=ard_prm, prm=ard_prm, prm_patch=prm_patch if ard_prm else 0, keep_max=1.0,

@@ -47,9 +47,9 @@ Recipe (train_imagenet.py / train_imagenette.py and their parsers' defaults):
   budget; RobustBench uses its own fixed list of 5,000) or all 500 Imagenette validation images.
 Differences, documented: the reference trains on Resize(224x224) + RandomCrop(224, pad 4) + flip; the data
 pipeline here has no resize-then-pad-crop augmentation for variable-size images, so training uses the Inception
-crop (8-100% area) + flip; evaluation resizes to 224x224 as the reference does (`resize`). Its PGD-AT mixes
-batches with timm's Mixup (mixup 0.8 / cutmix 1.0 on 30% of batches); our `pgd_at` objective has no mixing,
-so none here. Swin-B trains with the reference's drop path 0.1. Its PGD/CW evaluation stops at misclassified
+crop (8-100% area) + flip; evaluation resizes to 224x224 as the reference does (`resize`). PGD-AT mixes
+batches as the reference with timm's Mixup (mixup 0.8 / cutmix 1.0 on 30% of the batches, cutmix with
+probability 0.5; pairs by a random permutation where timm reverses the batch). Swin-B trains with the reference's drop path 0.1. Its PGD/CW evaluation stops at misclassified
 points and clamps the CW margin at -10; ours runs every step on every point.
 Published (RobustBench, ImageNet Linf 4/255, AutoAttack, the reference's released ARD+PRM models):
 Swin-B 74.66% clean / 38.30% AutoAttack, ViT-B 68.38% clean / 34.40% AutoAttack.

@@ -43,22 +43,36 @@ def cutmix(key, x, targets, alpha: float):
 
 
 def mix_batch(key, x, labels, *, num_classes: int, mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0,
-              label_smoothing: float = 0.0):
-    """(x, labels) unchanged when nothing is configured; otherwise (mixed x, soft targets).
-    With both alphas set, each batch uses mixup or cutmix with probability 1/2 (timm's default)."""
+              label_smoothing: float = 0.0, mix_prob: float = 1.0, cutmix_prob: float = 0.5):
+    """(x, labels) unchanged when nothing is configured; otherwise (mixed x, soft targets [B, K]).
+    A batch is mixed with probability `mix_prob` (else only its labels are smoothed); with both alphas set,
+    a mixed batch uses cutmix with probability `cutmix_prob`, else mixup. timm's `Mixup` in 'batch' mode
+    (its `prob` and `switch_prob`); timm pairs each image with the reversed batch, we with a random
+    permutation of it."""
+    for name, p in (("mix_prob", mix_prob), ("cutmix_prob", cutmix_prob)):
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"mix_batch: {name} is a probability in [0, 1], got {p}")
     if not (mixup_alpha or cutmix_alpha or label_smoothing):
         return x, labels
     targets = smooth(labels, num_classes, label_smoothing)
+    if not (mixup_alpha or cutmix_alpha) or mix_prob == 0.0:
+        return x, targets
     k_switch, k_mix = jax.random.split(key)
     if mixup_alpha and cutmix_alpha:
-        return jax.lax.cond(jax.random.bernoulli(k_switch),
-                            lambda: cutmix(k_mix, x, targets, cutmix_alpha),
-                            lambda: mixup(k_mix, x, targets, mixup_alpha))
-    if mixup_alpha:
-        return mixup(k_mix, x, targets, mixup_alpha)
-    if cutmix_alpha:
-        return cutmix(k_mix, x, targets, cutmix_alpha)
-    return x, targets
+        def mixed():
+            return jax.lax.cond(jax.random.bernoulli(k_switch, cutmix_prob),
+                                lambda: cutmix(k_mix, x, targets, cutmix_alpha),
+                                lambda: mixup(k_mix, x, targets, mixup_alpha))
+    elif mixup_alpha:
+        def mixed():
+            return mixup(k_mix, x, targets, mixup_alpha)
+    else:
+        def mixed():
+            return cutmix(k_mix, x, targets, cutmix_alpha)
+    if mix_prob == 1.0:
+        return mixed()
+    # The draw whether to mix comes from its own stream, so mix_prob = 1 leaves every other draw as it was.
+    return jax.lax.cond(jax.random.bernoulli(jax.random.fold_in(key, 2), mix_prob), mixed, lambda: (x, targets))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,10 +83,18 @@ class BatchMixing:
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
     label_smoothing: float = 0.0
+    mix_prob: float = 1.0
+    cutmix_prob: float = 0.5
+
+    @property
+    def active(self) -> bool:
+        """Whether the batch changes at all (an alpha or label smoothing is set)."""
+        return bool(self.mixup_alpha or self.cutmix_alpha or self.label_smoothing)
 
     def __call__(self, key, x, labels):
         return mix_batch(key, x, labels, num_classes=self.num_classes, mixup_alpha=self.mixup_alpha,
-                         cutmix_alpha=self.cutmix_alpha, label_smoothing=self.label_smoothing)
+                         cutmix_alpha=self.cutmix_alpha, label_smoothing=self.label_smoothing,
+                         mix_prob=self.mix_prob, cutmix_prob=self.cutmix_prob)
 
 
 CONFIG = {f.name: f.default for f in dataclasses.fields(BatchMixing) if f.name != "num_classes"}

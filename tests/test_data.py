@@ -453,6 +453,30 @@ def test_mix_batch():
         assert float(yo.min()) >= 0.1 / 5 - 1e-6  # smoothing mass survives mixing
 
 
+def test_mix_batch_probabilities_choose_per_batch():
+    """mix_prob: the share of mixed batches (the rest keep their images, labels only smoothed); cutmix_prob:
+    the share of cutmix among mixed batches (cutmix pastes pixels, mixup blends every pixel)."""
+    x = jax.random.uniform(jax.random.key(1), (4, 8, 8, 1))
+    labels = jnp.arange(4)
+
+    def kinds(**kw):
+        f = jax.jit(jax.vmap(lambda k: mix.mix_batch(k, x, labels, num_classes=4, mixup_alpha=0.8,
+                                                     cutmix_alpha=1.0, **kw)[0]))
+        out = np.asarray(f(jax.random.split(jax.random.key(0), 400)))
+        same = np.all(out == np.asarray(x), axis=(1, 2, 3, 4))
+        pasted = np.all(np.isin(out, np.asarray(x)), axis=(1, 2, 3, 4)) & ~same  # every pixel an original
+        return same.mean(), pasted.mean(), (~same & ~pasted).mean()
+
+    unmixed, cut, blended = kinds(mix_prob=0.3, cutmix_prob=0.5)
+    assert abs(unmixed - 0.7) < 0.07 and abs(cut - 0.15) < 0.06 and abs(blended - 0.15) < 0.06
+    unmixed, cut, blended = kinds(mix_prob=1.0, cutmix_prob=1.0)
+    assert cut > 0.9 and blended == 0.0  # a cutmix box may be empty (lam near 1): then the batch is unchanged
+    unmixed, cut, blended = kinds(mix_prob=0.0)
+    assert unmixed == 1.0
+    with pytest.raises(ValueError, match="mix_prob is a probability"):
+        mix.mix_batch(jax.random.key(0), x, labels, num_classes=4, mixup_alpha=0.8, mix_prob=1.5)
+
+
 # ---------------------------------------------------------------------------------- multi-device
 
 def test_four_devices_subprocess():

@@ -128,6 +128,44 @@ def test_standard_with_mixup_gives_soft_targets(setup):
     assert np.isfinite(loss)
 
 
+def test_pgd_at_with_mixing_attacks_and_trains_on_the_soft_targets(setup):
+    """The reference's PGD-AT mixes the batch before the attack: the attack ascends, and the loss is, the CE to
+    the soft targets of the mixed batch (hand computation with a fixed mixing)."""
+    model, params, state, batch = setup
+    x, y = batch["image"], batch["label"]
+    x_mix = 0.4 * x + 0.6 * x[::-1]
+    soft = 0.4 * jax.nn.one_hot(y, 4) + 0.6 * jax.nn.one_hot(y[::-1], 4)
+    fixed_mixing = lambda key, images, labels: (x_mix, soft)
+    key = jax.random.key(8)
+    attack = methods.PGDAttack(eps=EPS, step_size=STEP, steps=STEPS, random_start="uniform", train_mode=True)
+    loss, (_, metrics) = methods.pgd_at_loss(model.apply, params, state, batch, key, attack=attack,
+                                             mixing=fixed_mixing)
+
+    from robust_jax.attacks import pgd
+
+    soft_ce = lambda logits, t: -jnp.sum(t * jax.nn.log_softmax(logits), -1)
+    xa = pgd(lambda z: apply(model, params, state, z, True)[0], x_mix, soft, key, eps=EPS, step_size=STEP,
+             steps=STEPS, loss=soft_ce, random_start="uniform")
+    hard = pgd(lambda z: apply(model, params, state, z, True)[0], x_mix, y, key, eps=EPS, step_size=STEP,
+               steps=STEPS, random_start="uniform")
+    assert not np.allclose(xa, hard)  # the attack's targets matter here, so the check below is meaningful
+    expected = jnp.mean(soft_ce(apply(model, params, state, xa, True)[0], soft))
+    np.testing.assert_allclose(loss, expected, rtol=1e-5)
+    assert 0.0 <= float(metrics["adv_accuracy"]) <= 1.0
+
+
+def test_pgd_at_reads_the_mixing_fields_of_its_config(setup):
+    from robust_jax import mixing
+
+    model = setup[0]
+    c = method_config("pgd_at", "uniform")
+    assert methods.get(c, model, 4).settings["mixing"] is None  # no mixing fields set: the batch as it is
+    with c.unlocked():
+        c.update(mixup_alpha=0.8, cutmix_alpha=1.0, mix_prob=0.3, cutmix_prob=0.5)
+    assert methods.get(c, model, 4).settings["mixing"] == mixing.BatchMixing(
+        num_classes=4, mixup_alpha=0.8, cutmix_alpha=1.0, mix_prob=0.3, cutmix_prob=0.5)
+
+
 def test_unknown_method():
     with pytest.raises(ValueError, match="unknown method 'madry'"):
         methods.get(ml_collections.ConfigDict({"name": "madry"}), None, 10)

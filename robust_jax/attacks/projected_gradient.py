@@ -18,11 +18,12 @@ from typing import Callable, Optional, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from robust_jax.attacks import losses as losses_lib
 from robust_jax.attacks import primitives as prim
 from robust_jax.attacks.primitives import ascent_step, per_example_norm, project  # noqa: F401 (public API)
-from robust_jax.checks import check_bounds, check_images
+from robust_jax.checks import check_bounds, check_images, check_labels
 
 NORMS = prim.NORMS
 
@@ -62,6 +63,8 @@ def pgd(logits_fn: Callable, x, y, key, *, norm: str = "linf", eps: float, step_
     early_stop=True: an example stops moving once it is misclassified (or hits its target), and the
     loop ends when all have; the returned point is then the first successful one.
     `loss` may be a callable `loss(logits, y) -> [B]`, e.g. a KL to fixed clean logits for TRADES.
+    `y`: int labels [B] in [0, K), or, for the 'ce' loss and callables, soft targets [B, K] (mixup); checked
+    against the model's K when the attack is traced (values only where `y` is concrete, i.e. not under `jit`).
     bounds=(lo, hi): the box of valid inputs; x must lie in it and every iterate is clipped into it.
     step_setup: per-step randomisation of the attack (ARD and PRM, `attacks.ard_prm`), None for plain PGD.
     `step_setup(key_i, x_adv) -> (x_start, logits_fn_i)` is called at the start of step i with
@@ -77,15 +80,19 @@ def pgd(logits_fn: Callable, x, y, key, *, norm: str = "linf", eps: float, step_
     loss_fn = losses_lib.get(loss)
     sign = -1.0 if targeted else 1.0
 
+    soft_ok = callable(loss) or loss == "ce"
+    hard_y = y if np.ndim(y) != 2 else jnp.argmax(y, axis=-1)
+
     def gradient(fn, xa):
         def objective(z):
             logits = fn(z)
+            check_labels(y, x.shape[0], "y", num_classes=logits.shape[-1], soft=soft_ok)
             return sign * jnp.sum(loss_fn(logits, y)), logits
         return jax.grad(objective, has_aux=True)(xa)
 
     def success(logits):
         pred = jnp.argmax(logits, axis=-1)
-        return pred == y if targeted else pred != y
+        return pred == hard_y if targeted else pred != hard_y
 
     def update(i, xa, active):
         start, fn = (xa, logits_fn) if step_setup is None else step_setup(jax.random.fold_in(key, i), xa)

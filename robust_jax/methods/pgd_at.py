@@ -4,23 +4,34 @@ loss = CE(f(x_adv), y), x_adv = PGD-k (uniform random start) on CE. In the Rice 
 attack runs with the model in train mode (batch statistics): their recipe sets `attack.train_mode=True`.
 Difference, documented: there the attack's forward passes also update the BN running statistics;
 here they are discarded, so running statistics follow the training forward passes only.
+With `mixing` (the ViT recipes of Mo et al. 2022, after timm's Mixup) the batch is mixed before the attack,
+and both the attack and the loss use the CE to the soft targets, as that reference does.
 """
 from __future__ import annotations
 
+from typing import Optional
+
+import jax
 import jax.numpy as jnp
 
+from robust_jax import mixing as mixing_lib
 from robust_jax.attacks.losses import cross_entropy
 from robust_jax.methods.base import (ATTACK_CONFIG, Classifier, Method, PGDAttack, accuracy, attack_from_config,
                                      training_rng)
+from robust_jax.methods.standard import mixed_targets, mixing_from_config
 
-CONFIG = dict(attack=ATTACK_CONFIG)
+CONFIG = dict(attack=ATTACK_CONFIG, **mixing_lib.CONFIG)
+# fold_in data of the mixing key: the attack keeps `key` itself, so runs without mixing are unchanged.
+_MIXING_STREAM = 0x313C0000
 
 
-def pgd_at_loss(apply_fn, params, model_state, batch, key, *, attack: PGDAttack = PGDAttack(), epoch=None):
-    """Mean CE of the model in train mode on `attack`'s adversarial examples. `epoch`: the fractional training
-    epoch, read only by the attack's ARD/PRM schedule (None: after its warm-up)."""
+def pgd_at_loss(apply_fn, params, model_state, batch, key, *, attack: PGDAttack = PGDAttack(),
+                mixing: Optional[mixing_lib.BatchMixing] = None, epoch=None):
+    """Mean CE of the model in train mode on `attack`'s adversarial examples. `mixing`: mix the batch first
+    (mixup / cutmix / label smoothing); the attack then ascends, and the loss is, the CE to the soft targets.
+    `epoch`: the fractional training epoch, read only by the attack's ARD/PRM schedule (None: after its warm-up)."""
     classifier = Classifier(apply_fn)
-    x, y = batch["image"], batch["label"]
+    x, y = mixed_targets(batch, jax.random.fold_in(key, _MIXING_STREAM), mixing)
     x_adv = attack.run(classifier, params, model_state, x, y, key, epoch=epoch)
     logits, model_state = classifier(params, model_state, x_adv, train=True, rng=training_rng(key))
     loss = jnp.mean(cross_entropy(logits, y))
@@ -34,4 +45,4 @@ class PGDAT(Method):
 
     @classmethod
     def settings_from_config(cls, cfg, num_classes):
-        return dict(attack=attack_from_config(cfg.attack))
+        return dict(attack=attack_from_config(cfg.attack), mixing=mixing_from_config(cfg, num_classes))

@@ -10,7 +10,7 @@ from robust_jax import mixing as mixing_lib
 from robust_jax.attacks.losses import cross_entropy
 from robust_jax.methods.base import Classifier, Method, accuracy, block_values
 
-CONFIG = dict(mixing_lib.CONFIG)  # label_smoothing, mixup_alpha, cutmix_alpha
+CONFIG = dict(mixing_lib.CONFIG)  # mixup_alpha, cutmix_alpha, label_smoothing, mix_prob, cutmix_prob
 
 
 def mixed_targets(batch, key, mixing: Optional[mixing_lib.BatchMixing]):
@@ -32,10 +32,8 @@ def standard_loss(apply_fn, params, model_state, batch, key, *,
 
 def mixing_from_config(cfg, num_classes: int) -> Optional[mixing_lib.BatchMixing]:
     """The batch mixing `config.method` asks for, or None when it asks for none."""
-    settings = block_values(cfg, CONFIG)
-    if not any(settings.values()):
-        return None
-    return mixing_lib.BatchMixing(num_classes=num_classes, **settings)
+    mixing = mixing_lib.BatchMixing(num_classes=num_classes, **block_values(cfg, CONFIG))
+    return mixing if mixing.active else None
 
 
 class Standard(Method):
