@@ -60,7 +60,12 @@ def base():
                    ema_decay=0.0, b1=0.9, b2=0.999, warmup_init_lr=0.0, min_lr=0.0)
     # warmup_init_lr: the warm-up starts here (timm: warmup_lr 1e-6); min_lr: the cosine schedule's floor.
     c.train = dict(batch_size=128, epochs=1.0, num_steps=0, log_every=50, eval_every=0, eval_suite="clean,pgd-10",
-                   eval_examples=1000, checkpoint_every=0, keep_checkpoints=2, select_best="")
+                   eval_examples=1000, checkpoint_every=0, checkpoint_minutes=10.0, keep_checkpoints=2,
+                   select_best="")
+    # Checkpoints (workdir/checkpoints, resumed automatically): saved every checkpoint_minutes of wall time,
+    #   every checkpoint_every steps, at each periodic evaluation (eval_every) and at the end, whichever comes
+    #   first (0 turns the time or step trigger off); SIGINT/SIGTERM save the current step and stop.
+    #   keep_checkpoints: how many orbax keeps (an older one is the fallback when the newest is damaged).
     # select_best: '' = evaluate the last state; a periodic-evaluation metric (e.g. 'clean') = keep and evaluate
     #   the state that scored best every eval_every steps and at the end (workdir/best_checkpoint).
     # eval: see docs/evaluation.md. suite entries: clean, fgsm, pgd-K, cw-K, autoattack, corruptions,

@@ -13,7 +13,7 @@ import os
 
 import jax
 
-from robust_jax import builders, data, parallel
+from robust_jax import builders, config_checks, data, parallel
 from robust_jax.best_checkpoint import weights_checkpoints
 from robust_jax.evaluation import shift_sets
 from robust_jax.evaluation.attack_eval import EVALUATORS, make_eval_step, threat_model  # noqa: F401  (public names)
@@ -50,8 +50,11 @@ def variables_id(config, source: str) -> str:
 
 
 def evaluate(config, workdir: str) -> dict:
-    """Runs the configured suite (and eps curve), resuming from `workdir/eval/`, and writes the report."""
+    """Runs the configured suite (and eps curve), resuming from `workdir/eval/`, and writes the report.
+    The config and the dataset are checked first (`config_checks`), before anything is computed or written."""
     parallel.initialize_distributed()
+    config_checks.validate(config, "eval", device_count=jax.device_count())
+    config_checks.check_data(config)
     mesh = parallel.make_mesh()
     run = builders.build_run(config, mesh)
     variables, source = load_eval_variables(config, workdir, run)

@@ -13,7 +13,7 @@ import json
 
 import jax
 
-from robust_jax import builders, data, evaluate, loop, methods, parallel
+from robust_jax import builders, config_checks, data, evaluate, loop, methods, parallel, run_config
 from robust_jax import state as state_lib
 from robust_jax.best_checkpoint import BestCheckpoint, read_record, record_path
 from robust_jax.checkpoint import Checkpoints
@@ -22,19 +22,24 @@ from robust_jax.loop import NonFiniteError  # noqa: F401  (raised by the loop; i
 from robust_jax.metrics_writer import MetricsWriter
 
 
-def train_and_evaluate(config, workdir: str) -> dict:
+def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = False) -> dict:
     """Trains the classifier of `config` in `workdir` (resuming if possible); returns the final evaluation
-    report. (Other trainers, such as VQGAN training, are chosen by `robust_jax.trainers`.)"""
+    report. (Other trainers, such as VQGAN training, are chosen by `robust_jax.trainers`.)
+    The config and the dataset are checked before anything is written (`config_checks`); resuming a workdir
+    trained with another config is refused unless `allow_config_change` (`run_config.save_config`)."""
     parallel.initialize_distributed()
+    config_checks.validate(config, "train", device_count=jax.device_count())
+    config_checks.check_data(config)
     mesh = parallel.make_mesh()
     run = builders.build_run(config, mesh)
+    config_checks.check_run_length(run.total_steps, config)
     method = methods.get(config.method, run.model, run.num_classes, steps_per_epoch=run.steps_per_epoch)
     best = _best_checkpoint(config, workdir)
+    run_config.save_config(config, workdir, allow_change=allow_config_change)
     ckpts = Checkpoints(workdir, keep=config.train.keep_checkpoints)
     state = ckpts.restore_or(run.state)
     start = int(state.step)
-    loop.save_config(config, workdir)
-    writer = MetricsWriter(workdir)
+    writer = MetricsWriter(workdir, resume_step=start, final_step=run.total_steps)
     step_fn = jax.jit(state_lib.make_train_step(method, run.tx, ema_decay=config.optim.ema_decay),
                       donate_argnums=0)
     frozen = parallel.replicate(method.frozen, mesh)
@@ -55,7 +60,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
     state = loop.fit(state, step_fn, batches, key=key, frozen=frozen, total_steps=run.total_steps,
                      steps_per_epoch=run.steps_per_epoch, schedule=run.schedule, ckpts=ckpts, writer=writer,
                      log_every=config.train.log_every, checkpoint_every=config.train.checkpoint_every,
-                     eval_every=config.train.eval_every, evaluate=periodic_eval)
+                     checkpoint_minutes=config.train.checkpoint_minutes, eval_every=config.train.eval_every,
+                     evaluate=periodic_eval)
     source = f"{ckpts.directory} (step {int(state.step)})"
     if best is not None:  # the last state competes too (the loop's periodic evaluation skips the end)
         last = periodic_eval(state)

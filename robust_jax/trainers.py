@@ -4,6 +4,9 @@
     from robust_jax import trainers
     report = trainers.train_and_evaluate(config, workdir)   # what `main.py --mode train` runs
     report = trainers.evaluate(config, workdir)             # what `main.py --mode eval` runs
+
+Both validate the config (`config_checks.validate`) before importing the trainer, so a bad value fails in
+seconds and before any workdir exists; the trainers check again with the device count.
 """
 from __future__ import annotations
 
@@ -21,11 +24,18 @@ def _entry(config, mode: str):
     return getattr(importlib.import_module(module), function)
 
 
-def train_and_evaluate(config, workdir: str) -> dict:
-    """Trains `config` in `workdir` (resuming if possible); returns the final report."""
-    return _entry(config, "train")(config, workdir)
+def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = False) -> dict:
+    """Trains `config` in `workdir` (resuming if possible); returns the final report. Resuming a workdir trained
+    with another config is refused unless `allow_config_change` (`robust_jax.run_config`)."""
+    from robust_jax import config_checks
+
+    config_checks.validate(config, "train")
+    return _entry(config, "train")(config, workdir, allow_config_change=allow_config_change)
 
 
 def evaluate(config, workdir: str) -> dict:
     """Evaluates the trained state of `workdir` as `config` says; returns the report."""
+    from robust_jax import config_checks
+
+    config_checks.validate(config, "eval")
     return _entry(config, "eval")(config, workdir)

@@ -266,6 +266,7 @@ def apgd(logits_fn: Callable, x, y, key, *, norm: str, eps, steps: int = 100, re
         raise ValueError("apgd needs a key (random starts)")
     k_clean, k_runs = jax.random.split(key)
     clean = logits_fn(x) if eot_iter == 1 else logits_fn(x, k_clean)
+    check_labels(y, x.shape[0], "y", num_classes=clean.shape[-1])
     y_target = None
     if loss.endswith("targeted"):
         n_classes = clean.shape[-1]

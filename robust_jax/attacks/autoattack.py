@@ -284,6 +284,7 @@ class AutoAttack:
         n_classes = int(jax.eval_shape(lambda v, xb: self._logits(v, xb, root), variables, x[:1]).shape[-1])
         if n_classes < 2:
             raise ValueError(f"the model has {n_classes} output(s); AutoAttack needs logits of >= 2 classes")
+        check_labels(y, n, "y", num_classes=n_classes)
         n_targets = max(1, min(self.n_target_classes, n_classes - 1))
         self.log(f"using {self.version} version including {', '.join(s.name for s in self.stages)}.")
         if self.checks:

@@ -149,6 +149,7 @@ def fab(logits_fn: Callable, x, y, key, *, norm: str, eps, steps: int = 100, res
     check_images(x, "x", bounds)
     check_labels(y, x.shape[0], "y")
     logits0 = logits_fn(x)
+    check_labels(y, x.shape[0], "y", num_classes=logits0.shape[-1])
     _check(norm, eps, steps, restarts, key, targeted, target_rank, logits0.shape[-1])
     bcast = (-1,) + (1,) * (x.ndim - 1)
     correct = jnp.argmax(logits0, axis=-1) == y

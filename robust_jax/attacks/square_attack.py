@@ -394,6 +394,7 @@ def square_with_info(logits_fn: Callable, x, y, key, *, norm: str, eps, queries:
     bounds = check_bounds(bounds)
     _check(x, y, norm, eps, queries, p_init, restarts, loss, target_rank, bounds)
     clean = logits_fn(x)
+    check_labels(y, x.shape[0], "y", num_classes=clean.shape[-1])
     pred = jnp.argmax(clean, axis=-1)
     attack = pred == y
     target = None

@@ -13,6 +13,11 @@ Names understood by `get_source(name)`:
 
 `shard = (index, count)` splits a split into `count` near-equal parts (one per process); with
 `drop_remainder=True` (training) every part has exactly `n // count` examples.
+
+Labels are checked where they are read: in-memory arrays (digits, npz, fake) must hold integer class indices
+>= 0 (below `num_classes` when it is given), one per image. `check_classification_data` adds what only a
+classifier's own dataset must satisfy (at least 2 classes; with the number of classes inferred, no evaluation
+label outside the training labels' range); shift sets may cover a subset of the classes and skip it.
 """
 from __future__ import annotations
 
@@ -27,6 +32,10 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from robust_jax.data.tf_runtime import tf
+
+
+class DataError(ValueError):
+    """A dataset the run cannot use as it is (labels, lengths, classes); the message names the file or folder."""
 
 
 @dataclasses.dataclass
@@ -55,13 +64,17 @@ def _shard_bounds(n: int, index: int, count: int, drop_remainder: bool) -> Tuple
 
 
 class ArraySource:
-    """In-memory arrays (digits, npz)."""
+    """In-memory arrays (digits, npz): `arrays = {split: (images, labels)}`. Without `num_classes` it is
+    inferred as the largest label + 1."""
 
     def __init__(self, name: str, arrays: dict, num_classes: Optional[int] = None):
         self.name = name
-        self._arrays = arrays
+        for split, (x, y) in arrays.items():
+            _check_array_labels(name, split, x, y, num_classes)
+        self._arrays = arrays = {split: (x, np.asarray(y).astype(np.int32, copy=False))
+                                 for split, (x, y) in arrays.items()}
         labels = np.concatenate([y for _, y in arrays.values()])
-        self.num_classes = num_classes or int(labels.max()) + 1
+        self.num_classes = num_classes or (int(labels.max()) + 1 if labels.size else 0)
 
     @property
     def splits(self):
@@ -74,6 +87,27 @@ class ArraySource:
         lo, hi = _shard_bounds(len(x), shard[0], shard[1], drop_remainder)
         ds = tf.data.Dataset.from_tensor_slices({"image": x[lo:hi], "label": y[lo:hi].astype(np.int32)})
         return Split(ds, hi - lo)
+
+
+def _check_array_labels(name: str, split: str, x, y, num_classes: Optional[int]) -> None:
+    """One integer label >= 0 per image (and < num_classes when given) in split `split` of source `name`."""
+    where = f"dataset {name!r}, split {split!r}"
+    if len(x) != len(y):
+        raise DataError(f"{where}: {len(x)} images but {len(y)} labels; x_{split} and y_{split} must have the "
+                        "same length (one label per image)")
+    if not y.size:
+        return
+    if (not np.issubdtype(y.dtype, np.number) or not np.all(np.isfinite(y))
+            or not np.array_equal(y, np.round(y))):
+        raise DataError(f"{where}: labels must be integer class indices, got dtype {y.dtype} with non-integer "
+                        "values; store them as ints 0..K-1")
+    lo, hi = int(np.min(y)), int(np.max(y))
+    if lo < 0 or (num_classes and hi >= num_classes):
+        allowed = f"[0, {num_classes})" if num_classes else "[0, K) (K classes)"
+        negative = f" ({int(np.sum(y < 0))} negative)" if lo < 0 else ""
+        raise DataError(f"{where}: labels must be class indices in {allowed}, got values in [{lo}, {hi}]{negative}; "
+                        "relabel the data as 0..K-1 (an 'ignore' label such as -1 has no place in a classification "
+                        "split)")
 
 
 @functools.lru_cache(maxsize=1)
@@ -100,15 +134,22 @@ def _npz_arrays(path: str):
             raise ValueError(f"{path!r} has no x_<split>/y_<split> pairs (keys: {sorted(keys)})")
         arrays = {}
         for s in splits:
-            x, y = f[f"x_{s}"], f[f"y_{s}"].reshape(-1)
+            x, y = f[f"x_{s}"], f[f"y_{s}"]
             if x.ndim != 4:
                 raise ValueError(f"{path!r}: x_{s} must be NHWC (rank 4), got shape {x.shape}")
+            if y.ndim > 1 and y.size != len(y):
+                raise DataError(f"{path!r}: y_{s} must hold one class index per image (shape [N] or [N, 1]), got "
+                                f"shape {y.shape}")
+            y = y.reshape(-1)
+            if len(x) != len(y):
+                raise DataError(f"{path!r}: x_{s} has {len(x)} images but y_{s} has {len(y)} labels; they must "
+                                "have the same length (one label per image)")
             if x.dtype != np.uint8:
                 if not np.issubdtype(x.dtype, np.floating) or not (x.min() >= 0 and x.max() <= 1):  # NaN too
                     raise ValueError(f"{path!r}: x_{s} must be uint8 in [0,255] or float in [0,1], got "
                                      f"{x.dtype} in [{x.min()}, {x.max()}]")
                 x = x.astype(np.float32)
-            arrays[s] = (x, y.astype(np.int32))
+            arrays[s] = (x, y)  # labels are checked (and made int32) by ArraySource
     return arrays
 
 
@@ -166,6 +207,30 @@ def _fake_arrays(spec: str):
     rng = np.random.RandomState(0)
     return {split: (rng.randint(0, 256, (256, h, w, c)).astype(np.uint8), rng.randint(0, k, 256).astype(np.int32))
             for split in ("train", "test")}, k
+
+
+def check_classification_data(src, train_split: str, eval_splits=(), *, inferred: bool) -> None:
+    """What a classifier's own dataset must satisfy beyond its labels' range: at least 2 classes (a one-class
+    folder would report 100% accuracy), and, when the number of classes is `inferred` from the labels of
+    in-memory arrays (config data.num_classes=0), labels of `eval_splits` inside the range the training split
+    covers (a 1-based or extra label in the test split would silently add a class nothing is trained on).
+    Raises DataError naming the dataset and how to fix it."""
+    if src.num_classes < 2:
+        kind = ("class folder" if str(src.name).startswith("imagefolder:") else "class")
+        raise DataError(f"dataset {src.name!r} has {src.num_classes} {kind}(s); a classifier needs at least 2 "
+                        "(an accuracy over one class is 100% by construction). Add the other classes' examples "
+                        "(ImageFolder: one sub-folder per class under each split).")
+    arrays = getattr(src, "_arrays", None)
+    if not inferred or arrays is None or train_split not in arrays:
+        return
+    train_labels = arrays[train_split][1]
+    k = int(train_labels.max()) + 1 if train_labels.size else 0
+    for split in eval_splits:
+        if split in arrays and split != train_split and arrays[split][1].size and arrays[split][1].max() >= k:
+            raise DataError(f"dataset {src.name!r}: split {split!r} has labels up to {int(arrays[split][1].max())}, "
+                            f"but the training split {train_split!r} only has labels in [0, {k}) (data.num_classes=0 "
+                            "infers the classes from the labels). Relabel the data, or set data.num_classes to the "
+                            "true number of classes if the training split lacks some.")
 
 
 def get_source(name: str, data_dir: Optional[str] = None):

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 
 from robust_jax.attacks import feature_stats
 from robust_jax.attacks.losses import cross_entropy
+from robust_jax.checks import check_batch
 from robust_jax.methods.base import Classifier, Method, accuracy, block_values
 from robust_jax.methods.standard import CONFIG as MIXING_CONFIG
 from robust_jax.methods.standard import mixed_targets, mixing_from_config
@@ -78,6 +79,7 @@ def advbn_loss(apply_fn, params, model_state, batch, key, *, cut: int = 1, group
                clamp: bool = True, steps: int = 6, step_size: float = 0.2, eps: float = 1.1,
                mixing: Optional[BatchMixing] = None):
     """CE(head(AdvBN_s(front(x)), bn='adv')) + CE(head(front(x), bn='clean')), front frozen (module doc)."""
+    check_batch(batch)
     x, targets = mixed_targets(batch, key, mixing)
     f = front_features(apply_fn, params, model_state, x, cut=cut)
     layer = advbn_lib.AdvBN(group_size=group_size or None, clamp=clamp)

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 from robust_jax.attacks import primitives as prim
 from robust_jax.attacks.losses import cross_entropy
 from robust_jax.attacks.projected_gradient import random_init
+from robust_jax.checks import check_batch
 from robust_jax.methods.base import (ATTACK_CONFIG, Classifier, Method, PGDAttack, attack_from_config, block_values,
                                      training_rng)
 
@@ -224,6 +225,7 @@ def amp_loss(apply_fn, params, model_state, batch, key, *, attack: PGDAttack = P
     """Mean CE of the model in train mode on the adversarially optimised mixed points with their soft labels,
     + clean_weight * clean CE + mixup_weight * plain-mixup CE; pairs and lambda0 drawn from `key`.
     The settings are `AMPSettings`' fields (the module docstring says what each does)."""
+    check_batch(batch)
     amp = AMPSettings(alpha=alpha, lambda_mode=lambda_mode, lambda_step=lambda_step, lambda_window=lambda_window,
                       lambda_sign=lambda_sign, label_rule=label_rule, variant=variant, clean_weight=clean_weight,
                       mixup_weight=mixup_weight)

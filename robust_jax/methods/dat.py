@@ -28,6 +28,7 @@ import jax.numpy as jnp
 
 from robust_jax.attacks.discrete import discrete_l2_attack
 from robust_jax.attacks.losses import cross_entropy
+from robust_jax.checks import check_batch
 from robust_jax.methods.base import Classifier, Method, accuracy, block_values
 from robust_jax.methods.standard import CONFIG as MIXING_CONFIG
 from robust_jax.methods.standard import mixed_targets, mixing_from_config
@@ -66,6 +67,7 @@ def dat_loss(apply_fn, params, model_state, batch, key, *, vqgan: vqgan_lib.VQMo
              mixing: Optional[BatchMixing] = None, eps: float = 0.1, step_size: float = 0.1, steps: int = 1,
              start_prob: float = 0.8, variant: str = "reference", attack_train_mode: bool = True):
     """DAT's objective (module docstring): clean CE + CE on the quantised adversarial images."""
+    check_batch(batch)
     if variant not in VARIANTS:
         raise ValueError(f"DAT variant must be one of {VARIANTS}, got {variant!r}")
     classifier = Classifier(apply_fn)

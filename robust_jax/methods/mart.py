@@ -12,6 +12,7 @@ import jax.numpy as jnp
 from jax.scipy.special import xlogy
 
 from robust_jax.attacks.losses import cross_entropy
+from robust_jax.checks import check_batch
 from robust_jax.methods.base import (ATTACK_CONFIG, Classifier, Method, PGDAttack, accuracy, attack_from_config,
                                      training_rng)
 
@@ -23,6 +24,7 @@ def mart_loss(apply_fn, params, model_state, batch, key, *, beta: float = 6.0,
               attack: PGDAttack = REFERENCE_ATTACK, epoch=None):
     """MART's objective (module docstring) on `attack`'s adversarial examples. `epoch`: the fractional training
     epoch, read only by the attack's ARD/PRM schedule (None: after its warm-up)."""
+    check_batch(batch)
     classifier = Classifier(apply_fn)
     x, y = batch["image"], batch["label"]
     x_adv = attack.run(classifier, params, model_state, x, y, key, epoch=epoch)

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from robust_jax.attacks.losses import cross_entropy
+from robust_jax.checks import check_batch
 from robust_jax.methods import acm as acm_lib
 from robust_jax.methods.base import Classifier, Method, accuracy, block_values
 from robust_jax.methods.standard import CONFIG as MIXING_CONFIG
@@ -121,6 +122,7 @@ def mixacm_loss(apply_fn, params, model_state, batch, key, *, teacher_apply, tea
     `mixing` None trains on the batch as it is; the mixing key is `key` and the student's dropout key
     `fold_in(key, 1)`, as `standard_loss`, so mixing=None and zero weights reproduce it exactly. A block pair of
     different widths needs its projection in the params (`init_projections`), else the loss raises."""
+    check_batch(batch)
     settings = MixACMSettings(kd_weight=kd_weight, temperature=temperature, acm_weight=acm_weight, acm=acm,
                               blocks=tuple(blocks), teacher_blocks=tuple(teacher_blocks))
     student_params, projections = split_params(params)

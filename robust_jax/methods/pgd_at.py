@@ -16,6 +16,7 @@ import jax.numpy as jnp
 
 from robust_jax import mixing as mixing_lib
 from robust_jax.attacks.losses import cross_entropy
+from robust_jax.checks import check_batch
 from robust_jax.methods.base import (ATTACK_CONFIG, Classifier, Method, PGDAttack, accuracy, attack_from_config,
                                      training_rng)
 from robust_jax.methods.standard import mixed_targets, mixing_from_config
@@ -30,6 +31,7 @@ def pgd_at_loss(apply_fn, params, model_state, batch, key, *, attack: PGDAttack 
     """Mean CE of the model in train mode on `attack`'s adversarial examples. `mixing`: mix the batch first
     (mixup / cutmix / label smoothing); the attack then ascends, and the loss is, the CE to the soft targets.
     `epoch`: the fractional training epoch, read only by the attack's ARD/PRM schedule (None: after its warm-up)."""
+    check_batch(batch)
     classifier = Classifier(apply_fn)
     x, y = mixed_targets(batch, jax.random.fold_in(key, _MIXING_STREAM), mixing)
     x_adv = attack.run(classifier, params, model_state, x, y, key, epoch=epoch)

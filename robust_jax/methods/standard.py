@@ -8,6 +8,7 @@ import jax.numpy as jnp
 
 from robust_jax import mixing as mixing_lib
 from robust_jax.attacks.losses import cross_entropy
+from robust_jax.checks import check_batch
 from robust_jax.methods.base import Classifier, Method, accuracy, block_values
 
 CONFIG = dict(mixing_lib.CONFIG)  # mixup_alpha, cutmix_alpha, label_smoothing, mix_prob, cutmix_prob
@@ -23,6 +24,7 @@ def mixed_targets(batch, key, mixing: Optional[mixing_lib.BatchMixing]):
 def standard_loss(apply_fn, params, model_state, batch, key, *,
                   mixing: Optional[mixing_lib.BatchMixing] = None):
     """Mean cross-entropy of the model in train mode on the (optionally mixed) batch."""
+    check_batch(batch)
     x, targets = mixed_targets(batch, key, mixing)
     # fold_in, not split: the mixing key stays `key`, so runs without dropout are unchanged.
     logits, model_state = Classifier(apply_fn)(params, model_state, x, train=True, rng=jax.random.fold_in(key, 1))

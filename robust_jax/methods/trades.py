@@ -11,6 +11,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from robust_jax.attacks.losses import cross_entropy, kl_divergence
+from robust_jax.checks import check_batch
 from robust_jax.methods.base import (ATTACK_CONFIG, Classifier, Method, PGDAttack, accuracy, attack_from_config,
                                      training_rng)
 
@@ -23,6 +24,7 @@ def trades_loss(apply_fn, params, model_state, batch, key, *, beta: float = 6.0,
     """CE on x plus beta times the batch-mean KL between the predictions on x and on x_adv, where x_adv
     maximises that KL (the `attack`'s own loss is replaced by it). `epoch`: the fractional training epoch,
     read only by the attack's ARD/PRM schedule (None: after its warm-up)."""
+    check_batch(batch)
     classifier = Classifier(apply_fn)
     x, y = batch["image"], batch["label"]
     attack_logits = classifier.logits_fn(params, model_state, train=attack.train_mode)(x)

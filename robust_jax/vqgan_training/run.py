@@ -11,7 +11,7 @@ import json
 
 import jax
 
-from robust_jax import data, loop, optim, parallel
+from robust_jax import data, loop, optim, parallel, run_config
 from robust_jax import state as state_lib
 from robust_jax.checkpoint import Checkpoints
 from robust_jax.metrics_writer import MetricsWriter
@@ -62,8 +62,9 @@ def _final_report(model, variables, config, mesh, workdir, source):
     return rep
 
 
-def train_vqgan(config, workdir: str) -> dict:
-    """Trains the VQGAN of `config` in `workdir` (resuming if possible); writes the files report.py lists."""
+def train_vqgan(config, workdir: str, *, allow_config_change: bool = False) -> dict:
+    """Trains the VQGAN of `config` in `workdir` (resuming if possible); writes the files report.py lists.
+    Resuming a workdir trained with another config is refused unless `allow_config_change` (`run_config`)."""
     if config.train.select_best:
         raise ValueError("train.select_best is for classifiers; a VQGAN run keeps its last state")
     parallel.initialize_distributed()
@@ -71,8 +72,8 @@ def train_vqgan(config, workdir: str) -> dict:
     model, objective, state, tx, schedule, spe, total = _build(config, mesh)
     ckpts = Checkpoints(workdir, keep=config.train.keep_checkpoints)
     state = ckpts.restore_or(state)
-    loop.save_config(config, workdir)
-    writer = MetricsWriter(workdir)
+    run_config.save_config(config, workdir, allow_change=allow_config_change)
+    writer = MetricsWriter(workdir, resume_step=int(state.step), final_step=total)
     step_fn = jax.jit(state_lib.make_train_step(objective, tx, ema_decay=config.optim.ema_decay),
                       donate_argnums=0)
     batches = data.train_batches(config.data, global_batch_size=config.train.batch_size, mesh=mesh,
@@ -87,7 +88,8 @@ def train_vqgan(config, workdir: str) -> dict:
     state = loop.fit(state, step_fn, batches, key=jax.random.key(config.seed + 1), frozen=frozen, total_steps=total,
                      steps_per_epoch=spe, schedule=schedule, ckpts=ckpts, writer=writer,
                      log_every=config.train.log_every, checkpoint_every=config.train.checkpoint_every,
-                     eval_every=config.train.eval_every, evaluate=periodic_eval,
+                     checkpoint_minutes=config.train.checkpoint_minutes, eval_every=config.train.eval_every,
+                     evaluate=periodic_eval,
                      shown=("rec_loss", "psnr", "code_usage", "d_loss"))
     rep = _final_report(model, _vqgan_variables(state, config), config, mesh, workdir,
                         f"{ckpts.directory} (step {int(state.step)})")
