@@ -33,6 +33,7 @@ EXTRAS = {
         "nbclient>=0.10,<0.12",
         "nbformat>=5.10,<6",
         "ipykernel>=6.29,<8",
+        "filelock>=3.12,<5",  # the test session's shared JAX compilation cache locks its entries (conftest.py)
     ],
     # PyTorch references for parity tests and benchmarks (heavy, ~5.5 GB with torch's CUDA libraries;
     # CI installs them once). torch 2.14.1 + torchvision 0.29.1 because timm needs torchvision, and the

@@ -30,7 +30,9 @@ def get_config(arg=None):
     c.eval.update(batch_size=250, num_examples=1000)
     if "smoke" in args:
         c.data.update(name="fake:32x32x3:10")
-        c.vqgan.arch_kwargs.update(ch=32, num_res_blocks=1, n_embed=16)
+        # the config's wiring (3-channel 32 px data, the trainer) at the smallest VQGAN: one down-sampling, no
+        # attention (the VQGAN's parity tests cover the full architecture)
+        c.vqgan.arch_kwargs.update(ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), n_embed=16)
         c.vqgan.update(disc_weight=0.0)  # the reconstruction path only: vqgan_digits' smoke runs the PatchGAN
         c.train.update(batch_size=8, epochs=0, num_steps=2, log_every=1, checkpoint_every=0)
         c.eval.update(batch_size=8, num_examples=16)

@@ -10,6 +10,7 @@ import optax
 
 from robust_jax import data, methods, models, optim, parallel
 from robust_jax import state as state_lib
+from robust_jax.init_compile import jit_init
 from robust_jax.models import init_source
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -71,7 +72,7 @@ def init_variables(model, config, key, image_shape):
     init = lambda k: model.init(k, x, train=False)
     if config.model.init_from:
         return init_source.load(config.model.init_from, jax.eval_shape(init, key))
-    return jax.jit(init)(key)
+    return jit_init(init)(key)
 
 
 @dataclasses.dataclass

@@ -21,11 +21,23 @@ except ImportError:  # the parity extra is not installed: those tests skip
 
 import jax  # noqa: E402
 
-# Many tests compile the same small programs (smoke configs); a persistent cache shared by the test
-# session and its subprocesses keeps the suite fast. One directory per pytest-xdist worker: JAX writes
-# cache entries in place (not atomically), so two workers must not read each other's half-written files.
-_CACHE = os.path.join(ROOT, ".pytest_cache", "jax_compilation_cache" + os.environ.get("PYTEST_XDIST_WORKER", ""))
+# Model initialisations compile at -O0 here (robust_jax/init_compile.py): the suite compiles hundreds of them,
+# 4-7x faster so; their values may differ in the last bit from the default compile's, and the suite compares
+# runs only with runs of its own (subprocesses inherit the setting).
+os.environ.setdefault("ROBUST_JAX_FAST_INIT_COMPILE", "1")
+
+# Many tests compile the same programs (smoke configs, shared model shapes); a persistent cache shared by both
+# pytest-xdist workers and their subprocesses keeps the suite fast. JAX writes cache entries in place (not
+# atomically); with a size limit set it takes a file lock around every read and write (the `filelock` package,
+# a test requirement), so the workers can share one directory. That mode rescans the directory on every write,
+# so only compiles of 0.5 s or more are cached (a few hundred programs; the thousands of tiny ones would make
+# the scans cost more than they save). Its own directory: a cache written without the limit lacks the
+# access-time files this mode reads.
+_CACHE = os.path.join(ROOT, ".pytest_cache", "jax_compilation_cache_shared")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _CACHE)
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(16 * 2**30))
 jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                  float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
+jax.config.update("jax_compilation_cache_max_size", int(os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"]))

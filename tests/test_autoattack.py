@@ -307,9 +307,12 @@ def _reference(net, x, y, *, norm, eps, seed=0, attacks=None):
 TOL = 0.03
 
 
+# Heavy (2.5 min on 2 CPU cores; `python -m pytest -m heavy`): the default run keeps a fast parity test of each
+# piece — APGD's trajectory (test_apgd.py), FAB (test_fab.py) and Square (test_square.py) against pyautoattack
+# on this twin, and the orchestration (which points each attack sees, targets, versions) here above.
 @pytest.mark.slow
-@pytest.mark.parametrize("norm,eps", [("Linf", 0.03),
-                                      pytest.param("L2", 0.5, marks=pytest.mark.heavy)])  # L2: pytest -m heavy
+@pytest.mark.heavy
+@pytest.mark.parametrize("norm,eps", [("Linf", 0.03), ("L2", 0.5)])
 def test_standard_matches_pyautoattack_on_the_twin(norm, eps):
     apply_fn, params, x, y = _twin_points(100)
     ref_clean, ref_per, ref_robust = _reference(torch_twin(params), x, y, norm=norm, eps=eps)

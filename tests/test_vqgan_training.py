@@ -16,7 +16,7 @@ from robust_jax.models.vqgan_io import load_trained
 from robust_jax.vqgan_training import VQGANObjective
 from robust_jax.vqgan_training.discriminator import PatchDiscriminator
 
-ARCH = dict(ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,), resolution=16, n_embed=16,
+ARCH = dict(ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), resolution=16, n_embed=16,
             in_channels=1, out_ch=1)
 
 
@@ -124,6 +124,7 @@ def test_an_interrupted_run_resumes_and_missing_files_are_explained(tmp_path):
     config = vqgan_digits.get_config("smoke")
     with config.unlocked():
         config.vqgan.disc_weight = 0.0  # the GAN path is covered above and by the smoke test of the config
+        config.train.batch_size = 16  # the programs of the test above: compiled once (persistent cache)
     workdir = str(tmp_path / "vq")
     trainers.train_and_evaluate(config, workdir)
     with config.unlocked():

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from robust_jax import models
+from robust_jax.init_compile import jit_init
 from robust_jax.models import init_source, variables_io
 
 RANDOM_INIT = "random-init"  # a `checkpoint` value for smoke tests: an untrained teacher of architecture `name`
@@ -89,7 +90,7 @@ def load(checkpoint: str, num_classes: int, name: str = "", kwargs=None, image_s
         warnings.warn(f"an untrained, randomly initialised teacher ({name}) is in use: for smoke tests only",
                       stacklevel=2)
         x = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
-        return model, jax.jit(lambda k: model.init(k, x, train=False))(jax.random.key(0))
+        return model, jit_init(lambda k: model.init(k, x, train=False))(jax.random.key(0))
     variables = jax.tree.map(jnp.asarray, init_source.read(checkpoint))
     if image_shape is not None:
         check(model, variables, image_shape, what=f"teacher {checkpoint!r}")

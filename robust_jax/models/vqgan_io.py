@@ -15,6 +15,7 @@ import warnings
 
 import jax
 
+from robust_jax.init_compile import jit_init
 from robust_jax.models import variables_io, vqgan
 
 VARIABLES_FILE, MODEL_FILE = "vqgan.msgpack", "vqgan_model.json"
@@ -78,4 +79,4 @@ def random_init(name: str, kwargs=None):
     model = vqgan.get(name, **dict(kwargs or {}))
     warnings.warn(f"an untrained, randomly initialised VQGAN ({name}) is in use: for smoke tests only",
                   stacklevel=2)
-    return model, jax.jit(model.init)(jax.random.key(0), vqgan.init_input(model))
+    return model, jit_init(model.init)(jax.random.key(0), vqgan.init_input(model))
