@@ -72,16 +72,18 @@ def base():
     #   corrupted_tfds, shift_sets. chunk_size: examples per saved chunk (0 = one batch; a multiple of
     #   batch_size); results go to workdir/eval/ and an interrupted run resumes (resume=False: keep nothing).
     #   autoattack.norm/eps: ''/0.0 = eval.norm/eval.eps. corruptions.names: 'benchmark' (15, mCE) | 'extra'
-    #   | 'all' | comma list; tfds_builder: '' = from data.name (cifar10 -> cifar10_corrupted, imagenet2012
-    #   -> imagenet2012_corrupted); tfds_preprocess: '' = data.eval_preprocess (ImageNet-C's images are 224 px
-    #   already: 'center_crop' keeps them as they are). shift_sets: {label: source or dict(source, split, labels, mask,
-    #   preprocess, image_size)}; wnids_file: '' = TFDS's bundled ImageNet wnid list.
+    #   | 'all' | comma list; corruptions.params: severity parameters of the on-the-fly corruptions, 'auto'
+    #   (CIFAR-10-C's for 32x32 images, else ImageNet-C's) | 'imagenet' | 'cifar'; tfds_builder: '' = from
+    #   data.name (cifar10 -> cifar10_corrupted, imagenet2012 -> imagenet2012_corrupted); tfds_preprocess:
+    #   '' = data.eval_preprocess (ImageNet-C's images are 224 px already: 'center_crop' keeps them as they are).
+    #   shift_sets: {label: source or dict(source, split, labels, mask, preprocess, image_size)}; wnids_file:
+    #   '' = TFDS's bundled ImageNet wnid list.
     c.eval = dict(split="", batch_size=250, num_examples=0, suite="clean,pgd-20,cw-20", norm="linf",
                   eps=8 / 255, step_size=2 / 255, curve_eps=(), curve_attack="pgd-20", checkpoint="",
                   use_ema=True, seed=0, chunk_size=0, resume=True, num_example_images=6,
                   autoattack=dict(version="standard", norm="", eps=0.0, seed=0, batch_size=500),
                   corruptions=dict(names="benchmark", severities=(1, 2, 3, 4, 5), seed=0, quantize=True,
-                                   tfds_builder="", tfds_preprocess=""),
+                                   params="auto", tfds_builder="", tfds_preprocess=""),
                   shift_sets=ml_collections.ConfigDict(), wnids_file="", bn="clean")
     # bn: the BatchNorm set dual-BN models are evaluated with ('clean' | 'adv'); a shift set may name its own.
     return c

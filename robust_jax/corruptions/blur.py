@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from robust_jax.corruptions import filters
+from robust_jax.corruptions import params as params_lib
 
 DEFOCUS = ((3, 0.1), (4, 0.5), (6, 0.5), (8, 0.5), (10, 0.5))  # (disk radius, alias blur)
 GAUSSIAN_SIGMA = (1, 2, 3, 4, 6)
@@ -36,62 +37,69 @@ GLASS = ((0.7, 1, 2), (0.9, 2, 1), (1, 2, 3), (1.1, 3, 2), (1.5, 4, 2))  # (sigm
 MOTION = ((10, 3), (15, 5), (15, 8), (15, 12), (20, 15))  # (radius, sigma)
 
 
-def zoom_factors(severity: int) -> np.ndarray:
+def zoom_factors(severity: int, params: str = "imagenet") -> np.ndarray:
     """The reference's zoom factors (numpy float64 `arange`s, kept bit-identical)."""
+    if params_lib.check(params) == "cifar":
+        return params_lib.cifar_zoom_factors(severity)
     return [np.arange(1, 1.11, 0.01), np.arange(1, 1.16, 0.01), np.arange(1, 1.21, 0.02),
             np.arange(1, 1.26, 0.02), np.arange(1, 1.31, 0.03)][severity - 1]
 
 
 # --------------------------------------------------------------------------------------- defocus, gaussian
 
-def defocus_blur(key, image, severity: int):
+def defocus_blur(key, image, severity: int, params: str = "imagenet"):
     del key
-    radius, alias = DEFOCUS[severity - 1]
+    radius, alias = params_lib.pick(params, DEFOCUS, "defocus_blur")[severity - 1]
     return filters.correlate2d(image, filters.disk_kernel(radius, alias), mode="mirror")
 
 
-def gaussian_blur(key, image, severity: int):
+def gaussian_blur(key, image, severity: int, params: str = "imagenet"):
     del key
-    return filters.gaussian_filter(image, GAUSSIAN_SIGMA[severity - 1], mode="nearest", truncate=4.0)
+    sigma = params_lib.pick(params, GAUSSIAN_SIGMA, "gaussian_blur")[severity - 1]
+    return filters.gaussian_filter(image, sigma, mode="nearest", truncate=4.0)
 
 
 # ------------------------------------------------------------------------------------------------ motion
 
-def motion_blur_core(image, angle, severity: int):
+def motion_blur_core(image, angle, severity: int, params: str = "imagenet"):
     """The reference's motion blur of `image` along `angle` degrees (traced scalar)."""
-    radius, sigma = MOTION[severity - 1]
+    radius, sigma = params_lib.pick(params, MOTION, "motion_blur")[severity - 1]
     return filters.motion_blur(image, radius, sigma, angle)
 
 
-def motion_blur(key, image, severity: int):
-    return motion_blur_core(image, jax.random.uniform(key, (), jnp.float32, -45.0, 45.0), severity)
+def motion_blur(key, image, severity: int, params: str = "imagenet"):
+    angle = jax.random.uniform(key, (), jnp.float32, -45.0, 45.0)
+    return motion_blur_core(image, angle, severity, params)
 
 
 # -------------------------------------------------------------------------------------------------- zoom
 
-def zoom_taps(n: int, factor: float):
+def zoom_taps(n: int, factor: float, centre_trim: bool = False):
     """Two-tap linear interpolation along one axis of the reference's `clipped_zoom`: the centre crop
     of ch = ceil(n / factor) pixels starting at (n - ch) // 2 is zoomed by scipy.ndimage.zoom (order 1,
     grid_mode False: output o samples input o * (ch - 1) / (out - 1), out = round(ch * factor)) and the
-    first n outputs kept. Returns (index0, index1, weight0, weight1), each [n], indices into the full axis
-    (host-side float64, like scipy)."""
+    first n outputs kept (imagecorruptions), or with `centre_trim` the n outputs from (out - n) // 2 on
+    (CIFAR-10-C's `clipped_zoom`). Returns (index0, index1, weight0, weight1), each [n], indices into the
+    full axis (host-side float64, like scipy)."""
     ch = int(np.ceil(n / float(factor)))
     top = (n - ch) // 2
     out = round(ch * factor)  # Python round, as scipy.ndimage.zoom computes its output shape
     ratio = (ch - 1) / (out - 1) if out > 1 else 1.0
-    coord = np.arange(n, dtype=np.float64) * ratio
+    trim = (out - n) // 2 if centre_trim else 0
+    coord = (np.arange(n, dtype=np.float64) + trim) * ratio
     i0 = np.floor(coord).astype(np.int64)
     frac = coord - i0
     i1 = np.minimum(i0 + 1, ch - 1)  # frac is 0 wherever i0 + 1 would leave the crop
     return top + i0, top + i1, 1.0 - frac, frac
 
 
-def zoom_blur(key, image, severity: int):
+def zoom_blur(key, image, severity: int, params: str = "imagenet"):
     """(x + sum_z clipped_zoom(x, z)) / (len(z) + 1) over the reference's factors z."""
     del key
     h, w = image.shape[:2]
-    taps_y = [zoom_taps(h, z) for z in zoom_factors(severity)]
-    taps_x = [zoom_taps(w, z) for z in zoom_factors(severity)]
+    centre = params_lib.check(params) == "cifar"
+    taps_y = [zoom_taps(h, z, centre) for z in zoom_factors(severity, params)]
+    taps_x = [zoom_taps(w, z, centre) for z in zoom_factors(severity, params)]
     iy0, iy1, wy0, wy1 = (jnp.asarray(np.stack(t)) for t in zip(*taps_y))
     ix0, ix1, wx0, wx1 = (jnp.asarray(np.stack(t)) for t in zip(*taps_x))
     wy0, wy1, wx0, wx1 = (a.astype(jnp.float32) for a in (wy0, wy1, wx0, wx1))
@@ -138,10 +146,10 @@ def glass_shuffle_sources(h: int, w: int, max_delta: int, offsets):
     return terminal[pointer]
 
 
-def glass_blur_core(image, offsets, severity: int):
+def glass_blur_core(image, offsets, severity: int, params: str = "imagenet"):
     """The reference's glass blur with the shuffle offsets `offsets` [passes, H-2d, W-2d, 2] = (dx, dy),
     each in [-d, d)."""
-    sigma, max_delta, passes = GLASS[severity - 1]
+    sigma, max_delta, passes = params_lib.pick(params, GLASS, "glass_blur")[severity - 1]
     h, w, c = image.shape
     x = filters.gaussian_filter(image, sigma)
     x = jnp.floor(x * 255.0) / 255.0  # the reference's np.uint8(blurred * 255)
@@ -150,12 +158,12 @@ def glass_blur_core(image, offsets, severity: int):
     return filters.gaussian_filter(x, sigma)
 
 
-def glass_blur(key, image, severity: int):
-    _, max_delta, passes = GLASS[severity - 1]
+def glass_blur(key, image, severity: int, params: str = "imagenet"):
+    _, max_delta, passes = params_lib.pick(params, GLASS, "glass_blur")[severity - 1]
     h, w = image.shape[:2]
     shape = (passes, h - 2 * max_delta, w - 2 * max_delta, 2)
     offsets = jax.random.randint(key, shape, -max_delta, max_delta)  # numpy randint: high exclusive
-    return glass_blur_core(image, offsets, severity)
+    return glass_blur_core(image, offsets, severity, params)
 
 
 CORRUPTIONS = {

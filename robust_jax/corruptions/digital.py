@@ -9,8 +9,10 @@ within ~1e-5 of a grey level can round to the neighbouring level (see docs/corru
 """
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
+from robust_jax.corruptions import params as params_lib
 from robust_jax.corruptions import resample
 from robust_jax.corruptions.elastic import elastic_transform
 from robust_jax.corruptions.jpeg import jpeg_compression
@@ -21,38 +23,57 @@ SATURATE = ((0.3, 0.0), (0.1, 0.0), (2.0, 0.0), (5.0, 0.1), (20.0, 0.2))
 PIXELATE = (0.6, 0.5, 0.4, 0.3, 0.25)
 
 
-def brightness(key, image, severity: int):
+def brightness(key, image, severity: int, params: str = "imagenet"):
     """Adds `c` to the HSV value channel (clipped to [0, 1]) and converts back (skimage HSV)."""
     del key
     hsv = resample.rgb_to_hsv(image)
-    value = jnp.clip(hsv[..., 2] + BRIGHTNESS[severity - 1], 0.0, 1.0)
+    value = jnp.clip(hsv[..., 2] + params_lib.pick(params, BRIGHTNESS, "brightness")[severity - 1], 0.0, 1.0)
     return resample.hsv_to_rgb(hsv.at[..., 2].set(value))
 
 
-def contrast(key, image, severity: int):
+def contrast(key, image, severity: int, params: str = "imagenet"):
     """Scales each channel's deviation from its spatial mean by `c`."""
     del key
     mean = jnp.mean(image, axis=(0, 1), keepdims=True)
-    return (image - mean) * CONTRAST[severity - 1] + mean
+    return (image - mean) * params_lib.pick(params, CONTRAST, "contrast")[severity - 1] + mean
 
 
-def saturate(key, image, severity: int):
+def saturate(key, image, severity: int, params: str = "imagenet"):
     """HSV saturation `s -> clip(s * a + b, 0, 1)` (skimage HSV)."""
     del key
-    a, b = SATURATE[severity - 1]
+    a, b = params_lib.pick(params, SATURATE, "saturate")[severity - 1]
     hsv = resample.rgb_to_hsv(image)
     return resample.hsv_to_rgb(hsv.at[..., 1].set(jnp.clip(hsv[..., 1] * a + b, 0.0, 1.0)))
 
 
-def pixelate(key, image, severity: int):
-    """Pillow BOX downsizing to `int(side * c)` then NEAREST back to the original size, on the uint8
-    image (`round(255 x)`, the reference's input), with Pillow's fixed-point arithmetic: exact."""
+def pixelate_batch(key, images, severity: int, params: str = "imagenet"):
+    """`pixelate` of a batch `[B, H, W, 3]` at once (what `corrupt` calls: see `resample.materialise`).
+
+    Pillow BOX downsizing to `int(side * c)` then back to the original size, on the uint8 image
+    (`round(255 x)`, the reference's input), with Pillow's fixed-point arithmetic: exact. ImageNet-C
+    resizes back with NEAREST, CIFAR-10-C with BOX again."""
     del key
-    h, w = image.shape[:2]
-    c = PIXELATE[severity - 1]
-    pixels = jnp.round(jnp.clip(image, 0.0, 1.0) * 255.0).astype(jnp.int32)
-    small = resample.pil_resize_box_uint8(pixels, int(h * c), int(w * c))
-    return resample.pil_resize_nearest(small, h, w).astype(jnp.float32) / 255.0
+    h, w = images.shape[-3:-1]
+    c = params_lib.pick(params, PIXELATE, "pixelate")[severity - 1]
+
+    def down(image):
+        pixels = jnp.round(jnp.clip(image, 0.0, 1.0) * 255.0).astype(jnp.int32)
+        return resample.pil_resize_box_uint8(pixels, int(h * c), int(w * c))
+
+    def up(small):
+        if params == "cifar":
+            return resample.pil_resize_box_uint8(small, h, w)
+        return resample.pil_resize_nearest(small, h, w)
+
+    if images.ndim == 3:
+        return up(down(images)).astype(jnp.float32) / 255.0
+    small = resample.materialise(jax.vmap(down)(images))
+    return jax.vmap(up)(small).astype(jnp.float32) / 255.0
+
+
+def pixelate(key, image, severity: int, params: str = "imagenet"):
+    """Pixelate one `[H, W, 3]` image (see `pixelate_batch`; same values)."""
+    return pixelate_batch(key, image, severity, params)
 
 
 CORRUPTIONS = {

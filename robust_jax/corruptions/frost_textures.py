@@ -89,3 +89,26 @@ def resized_textures(h: int, w: int, directory: str | os.PathLike | None = None)
     """`(stack uint8 [6, Hmax, Wmax, 3], sizes int32 [6, 2])`: the textures resized for `h` x `w` images
     as the reference does, zero-padded to a common shape (only `[:rows, :cols]` of each is real)."""
     return _resized(int(h), int(w), str(frost_dir(directory)))
+
+
+@functools.lru_cache(maxsize=4)
+def _cifar(directory: str):
+    from robust_jax.corruptions import params as params_lib
+
+    textures = []
+    for t in load_textures(directory)[:params_lib.CIFAR_FROST_TEXTURES]:
+        rows, cols = (int(np.rint(n * params_lib.CIFAR_FROST_SCALE)) for n in t.shape[:2])
+        textures.append(t[2::5, 2::5][:rows, :cols])
+    sizes = np.array([t.shape[:2] for t in textures], np.int32)
+    stack = np.zeros((len(textures), sizes[:, 0].max(), sizes[:, 1].max(), 3), np.uint8)
+    for i, t in enumerate(textures):
+        stack[i, :t.shape[0], :t.shape[1]] = t
+    return stack, sizes
+
+
+def cifar_textures(directory: str | os.PathLike | None = None):
+    """CIFAR-10-C's textures: the first five (its `randint(5)`), each `cv2.resize(fx=fy=0.2)` (bilinear).
+    At the exact factor 5 OpenCV's bilinear source coordinate `(i + 0.5) * 5 - 0.5 = 5 i + 2` is an
+    integer, so the resize is the subsampling `texture[2::5, 2::5]` cut to `round(0.2 * side)` (checked
+    against cv2 in tests/test_corruptions_cifar.py). Same `(stack, sizes)` layout as `resized_textures`."""
+    return _cifar(str(frost_dir(directory)))

@@ -23,8 +23,12 @@ identical to Pillow 13 / libjpeg-turbo on every tested image, size and quality.
 """
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+
+from robust_jax.corruptions import params as params_lib
+from robust_jax.corruptions import resample
 
 QUALITY = (25, 18, 15, 10, 7)
 """PIL quality per severity 1..5 (the reference's table)."""
@@ -152,63 +156,97 @@ def _pass_matrix(sums_fn, first_pass: bool):
 _PASSES = {(fn.__name__, first): _pass_matrix(fn, first) for fn in (_fdct_sums, _idct_sums) for first in (True, False)}
 
 
-def _apply_pass(x, name: str, first_pass: bool):
-    """Applies one DCT pass along the last axis of int32 `x`: exact integer products, then
+def _apply_pass(x, name: str, first_pass: bool, axis: int = -1):
+    """Applies one DCT pass along `axis` (-1 or -3) of int32 `x`: exact integer products, then
     DESCALE(v, n) = (v + 2**(n-1)) >> n per output (no rounding where n = 0)."""
     matrix, shifts = _PASSES[(name, first_pass)]
+    half = np.where(shifts > 0, 1 << np.maximum(shifts - 1, 0), 0).astype(np.int32)
     # a broadcast multiply-and-sum rather than an integer dot: exact, and supported by every backend
-    sums = jnp.sum(x[..., None, :] * jnp.asarray(matrix), axis=-1)
-    half = jnp.asarray(np.where(shifts > 0, 1 << np.maximum(shifts - 1, 0), 0), jnp.int32)
-    return (sums + half) >> jnp.asarray(shifts)
-
-
-def _blocks(plane):
-    h, w = plane.shape
-    return plane.reshape(h // 8, 8, w // 8, 8).transpose(0, 2, 1, 3)
-
-
-def _unblocks(blocks):
-    bh, bw = blocks.shape[:2]
-    return blocks.transpose(0, 2, 1, 3).reshape(bh * 8, bw * 8)
+    if axis == -1:
+        sums = jnp.sum(x[..., None, :] * jnp.asarray(matrix), axis=-1)
+        return (sums + jnp.asarray(half)) >> jnp.asarray(shifts)
+    assert axis == -3, axis
+    sums = jnp.sum(x[..., None, :, :, :] * jnp.asarray(matrix)[:, :, None, None], axis=-3)
+    return (sums + jnp.asarray(half)[:, None, None]) >> jnp.asarray(shifts)[:, None, None]
 
 
 def compress_plane(plane, table):
     """Encode + decode one component plane (int32, sides multiples of 8): level shift, forward DCT
     (rows then columns), quantise `sign(c) * ((|c| + 4q) // 8q)` (the DCT output carries a factor 8),
-    dequantise, inverse DCT (columns then rows), level shift back and clamp to 0..255."""
-    b = _blocks(plane - 128)
-    coef = jnp.swapaxes(_apply_pass(jnp.swapaxes(_apply_pass(b, "_fdct_sums", True), -1, -2),
-                                    "_fdct_sums", False), -1, -2)
-    q = jnp.asarray(table, jnp.int32)
-    level = jnp.sign(coef) * ((jnp.abs(coef) + 4 * q) // (8 * q))
+    dequantise, inverse DCT (columns then rows), level shift back and clamp to 0..255.
+
+    The plane is viewed as `[H/8, 8 (row in block), W/8, 8 (column in block)]` (a free reshape) and each
+    pass runs along axis -1 (rows) or -3 (columns), so no block transposes are materialised (they cost
+    more than the DCT itself on XLA:CPU). The division is done in float32 as floor((a + 1/2) / b): a and b
+    are integers below 2**15, so the float quotient is > 1/(2b) away from any integer and the floor is
+    exact even with a reciprocal-multiply division."""
+    h, w = plane.shape
+    b = (plane - 128).reshape(h // 8, 8, w // 8, 8)
+    coef = _apply_pass(_apply_pass(b, "_fdct_sums", True, -1), "_fdct_sums", False, -3)
+    q = jnp.asarray(table, jnp.int32)[:, None, :]
+    num = (jnp.abs(coef) + 4 * q).astype(jnp.float32) + 0.5
+    level = jnp.sign(coef) * jnp.floor(num / (8 * q).astype(jnp.float32)).astype(jnp.int32)
     deq = level * q
-    rows = jnp.swapaxes(_apply_pass(jnp.swapaxes(deq, -1, -2), "_idct_sums", True), -1, -2)
-    pixels = _apply_pass(rows, "_idct_sums", False)
-    return jnp.clip(_unblocks(pixels) + 128, 0, 255)
+    pixels = _apply_pass(_apply_pass(deq, "_idct_sums", True, -3), "_idct_sums", False, -1)
+    return jnp.clip(pixels.reshape(h, w) + 128, 0, 255)
+
+
+def _encode_planes(image, h: int, w: int):
+    """uint8-level (Y, Cb, Cr) planes of one `[H, W, 3]` image in [0, 1], with libjpeg's padding
+    (jcprepct.c, jcsample.c): full-resolution edge replication to an even height and to whole chroma
+    blocks in width (each component later replicates its own last row down to whole blocks, so chroma
+    padding rows repeat the last subsampled row, not averages of copies)."""
+    rgb = jnp.round(jnp.clip(image, 0.0, 1.0) * 255.0).astype(jnp.int32)
+    rgb = jnp.pad(rgb, ((0, h % 2), (0, -w % 16), (0, 0)), mode="edge")
+    return rgb_to_ycc(rgb)
+
+
+def _to_blocks(plane):
+    return jnp.pad(plane, ((0, -plane.shape[0] % 8), (0, 0)), mode="edge")
+
+
+def _luma(y, table, h: int, w: int):
+    return compress_plane(_to_blocks(y), table)[:h, :w]
+
+
+def _chroma(c, table, h: int, w: int):
+    return compress_plane(_to_blocks(downsample_h2v2(c)), table)[:(h + 1) // 2, :(w + 1) // 2]
+
+
+def _decode(y, cb, cr, h: int, w: int):
+    cb, cr = (upsample_h2v2_fancy(c)[:h, :w] for c in (cb, cr))
+    return ycc_to_rgb(y, cb, cr).astype(jnp.float32) / 255.0
 
 
 def jpeg_roundtrip(image, quality: int):
     """The RGB image `[H, W, 3]` in [0, 1] after a libjpeg round trip at `quality` (4:2:0), as floats."""
     h, w = image.shape[:2]
-    rgb = jnp.round(jnp.clip(image, 0.0, 1.0) * 255.0).astype(jnp.int32)
-    # libjpeg's padding (jcprepct.c, jcsample.c): full-resolution edge replication to an even height
-    # and to whole chroma blocks in width; then each component replicates its own last row down to
-    # whole blocks (so chroma padding rows repeat the last subsampled row, not averages of copies).
-    rgb = jnp.pad(rgb, ((0, h % 2), (0, -w % 16), (0, 0)), mode="edge")
-    y, cb, cr = rgb_to_ycc(rgb)
-
-    def to_blocks(plane):
-        return jnp.pad(plane, ((0, -plane.shape[0] % 8), (0, 0)), mode="edge")
-
+    y, cb, cr = _encode_planes(image, h, w)
     luma_table, chroma_table = quant_tables(quality)
-    y = compress_plane(to_blocks(y), luma_table)[:h, :w]
-    ch, cw = (h + 1) // 2, (w + 1) // 2
-    chroma = [upsample_h2v2_fancy(compress_plane(to_blocks(downsample_h2v2(c)), chroma_table)[:ch, :cw])[:h, :w]
-              for c in (cb, cr)]
-    return ycc_to_rgb(y, *chroma).astype(jnp.float32) / 255.0
+    return _decode(_luma(y, luma_table, h, w), _chroma(cb, chroma_table, h, w), _chroma(cr, chroma_table, h, w),
+                   h, w)
 
 
-def jpeg_compression(key, image, severity: int):
-    """ImageNet-C `jpeg_compression`: a JPEG round trip at quality 25, 18, 15, 10, 7 (deterministic)."""
+def jpeg_roundtrip_batch(images, quality: int):
+    """`jpeg_roundtrip` of a batch `[B, H, W, 3]`, the same values: the stages are vmapped and their
+    (non-negative, uint8-level) outputs materialised between them (`resample.materialise`), which keeps
+    XLA:CPU from fusing the DCT passes of all planes into one recomputing loop (~20% faster at 224 px)."""
+    h, w = images.shape[1:3]
+    luma_table, chroma_table = quant_tables(quality)
+    y, cb, cr = (resample.materialise(p) for p in jax.vmap(lambda im: _encode_planes(im, h, w))(images))
+    y = resample.materialise(jax.vmap(lambda p: _luma(p, luma_table, h, w))(y))
+    cb, cr = (resample.materialise(jax.vmap(lambda p: _chroma(p, chroma_table, h, w))(c)) for c in (cb, cr))
+    return jax.vmap(lambda a, b, c: _decode(a, b, c, h, w))(y, cb, cr)
+
+
+def jpeg_compression(key, image, severity: int, params: str = "imagenet"):
+    """ImageNet-C `jpeg_compression`: a JPEG round trip at quality 25, 18, 15, 10, 7 (deterministic);
+    CIFAR-10-C's qualities are 80, 65, 58, 50, 40."""
     del key
-    return jpeg_roundtrip(image, QUALITY[severity - 1])
+    return jpeg_roundtrip(image, params_lib.pick(params, QUALITY, "jpeg_compression")[severity - 1])
+
+
+def jpeg_compression_batch(key, images, severity: int, params: str = "imagenet"):
+    """`jpeg_compression` of a batch `[B, H, W, 3]` (what `corrupt` calls; same values)."""
+    del key
+    return jpeg_roundtrip_batch(images, params_lib.pick(params, QUALITY, "jpeg_compression")[severity - 1])

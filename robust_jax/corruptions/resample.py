@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -57,6 +58,18 @@ def rgb_to_gray(rgb):
 
 # ------------------------------------------------------------------------------------------ PIL resizing
 
+def materialise(x):
+    """`x` (a NON-NEGATIVE array, e.g. uint8 levels), computed into its own buffer before its consumers run.
+
+    XLA:CPU otherwise fuses gathers and multi-tap sums with their producers and recomputes those per
+    output element (pixelate's resize back up over the box sums: measured ~7x slower at 224 px); a
+    conditional is a fusion boundary, and this one always takes the identity branch (it tests one
+    element, >= 0). Under `vmap` it becomes a select (correct, but no boundary), so the callers apply it
+    to whole batches (`digital.pixelate_batch`, `jpeg.jpeg_compression_batch`)."""
+    first = x[(0,) * x.ndim]  # one element: the predicate must not cost a pass over x
+    return jax.lax.cond(first >= 0, lambda v: v, lambda v: -v, x)
+
+
 _PIL_PRECISION_BITS = 32 - 8 - 2   # Pillow's Resample.c, 8 bits per channel
 
 
@@ -84,24 +97,44 @@ def pil_box_weights(in_size: int, out_size: int) -> np.ndarray:
     return weights.astype(np.int32)
 
 
+@functools.cache
+def _banded(in_size: int, out_size: int):
+    """`pil_box_weights` as taps: (index [T, out], weight [T, out]) with T the widest row's support, so
+    that row o = sum_t weight[t, o] * x[index[t, o]] (padding taps have weight 0)."""
+    weights = pil_box_weights(in_size, out_size)
+    nonzero = weights != 0
+    lo = np.argmax(nonzero, axis=1)
+    hi = in_size - np.argmax(nonzero[:, ::-1], axis=1)
+    taps = int(max(1, (hi - lo).max()))
+    index = np.minimum(lo[None, :] + np.arange(taps)[:, None], in_size - 1).astype(np.int32)
+    weight = np.where(lo[None, :] + np.arange(taps)[:, None] < hi[None, :],
+                      np.take_along_axis(weights, index.T, axis=1).T, 0).astype(np.int32)
+    return index, weight
+
+
 def _pil_pass(x, weights, axis):
-    """One Pillow resampling pass on an int32 uint8-valued image along `axis` (rounded, clipped)."""
-    w = jnp.asarray(weights)
-    moved = jnp.moveaxis(x, axis, -1)
-    acc = jnp.einsum("...i,oi->...o", moved, w, preferred_element_type=jnp.int32,
-                     precision="highest")
-    out = jnp.clip((acc + (1 << (_PIL_PRECISION_BITS - 1))) >> _PIL_PRECISION_BITS, 0, 255)
-    return jnp.moveaxis(out, -1, axis)
+    """One Pillow resampling pass on an int32 uint8-valued image along `axis` (rounded, clipped).
+
+    The same int32 sums as a product with the banded matrix `weights` [out, in], computed as a few
+    gathered taps (a dense int32 product costs O(in) per output and has no fast CPU kernel)."""
+    index, weight = _banded(weights.shape[1], weights.shape[0])
+    shape = [1] * x.ndim
+    shape[axis] = weight.shape[1]
+    acc = 0
+    for t in range(index.shape[0]):
+        acc = acc + jnp.take(x, jnp.asarray(index[t]), axis=axis) * jnp.asarray(weight[t]).reshape(shape)
+    return jnp.clip((acc + (1 << (_PIL_PRECISION_BITS - 1))) >> _PIL_PRECISION_BITS, 0, 255)
 
 
-def pil_resize_box_uint8(x, out_h: int, out_w: int):
+def pil_resize_box_uint8(x, out_h: int, out_w: int, axes=(0, 1)):
     """`PIL.Image.resize((out_w, out_h), Image.BOX)` on an int32 `[H, W, C]` image of uint8 values:
-    horizontal pass first, rounded to uint8, then vertical (Pillow's two-pass order)."""
-    h, w = x.shape[:2]
+    horizontal pass first, rounded to uint8, then vertical (Pillow's two-pass order). `axes`: the
+    (row, column) axes, e.g. (1, 2) for a batch `[B, H, W, C]`."""
+    h, w = x.shape[axes[0]], x.shape[axes[1]]
     if out_w != w:
-        x = _pil_pass(x, pil_box_weights(w, out_w), axis=1)
+        x = _pil_pass(x, pil_box_weights(w, out_w), axis=axes[1])
     if out_h != h:
-        x = _pil_pass(x, pil_box_weights(h, out_h), axis=0)
+        x = _pil_pass(x, pil_box_weights(h, out_h), axis=axes[0])
     return x
 
 
@@ -118,11 +151,11 @@ def pil_nearest_index(in_size: int, out_size: int) -> np.ndarray:
     return np.asarray(index, np.int32)
 
 
-def pil_resize_nearest(x, out_h: int, out_w: int):
-    """`PIL.Image.resize((out_w, out_h), Image.NEAREST)` on `[H, W, C]` (any dtype)."""
-    h, w = x.shape[:2]
-    x = jnp.take(x, pil_nearest_index(h, out_h), axis=0)
-    return jnp.take(x, pil_nearest_index(w, out_w), axis=1)
+def pil_resize_nearest(x, out_h: int, out_w: int, axes=(0, 1)):
+    """`PIL.Image.resize((out_w, out_h), Image.NEAREST)` on `[H, W, C]` (any dtype); `axes` as above."""
+    h, w = x.shape[axes[0]], x.shape[axes[1]]
+    x = jnp.take(x, pil_nearest_index(h, out_h), axis=axes[0])
+    return jnp.take(x, pil_nearest_index(w, out_w), axis=axes[1])
 
 
 # ----------------------------------------------------------------------------------- scipy.ndimage

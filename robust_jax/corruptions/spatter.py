@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from robust_jax.corruptions import filters
+from robust_jax.corruptions import params as params_lib
 
 SPATTER = ((0.65, 0.3, 4, 0.69, 0.6, 0),
            (0.65, 0.3, 3, 0.68, 0.6, 0),
@@ -118,11 +119,18 @@ def chamfer_distance(zero, limit: float = 20.0):
             if kind:
                 moves.append((dy, dx, _CHAMFER[kind]))
     d0 = jnp.where(zero, 0.0, big).astype(jnp.float32)
+    h, w = d0.shape
 
     def relax(_, d):
+        # one Jacobi sweep over all 16 moves from a single padded copy (one fused elementwise pass; the
+        # sweep-by-sweep update order does not matter: after `limit` + 1 sweeps every path of up to
+        # limit + 1 moves, hence every path shorter than `limit`, has been tried, and the minimum over
+        # paths of their float32 sums from the source is the same whichever order found it)
+        p = jnp.pad(d, 2, constant_values=big)
+        out = d
         for dy, dx, cost in moves:
-            d = jnp.minimum(d, _shifted(d, dy, dx, big) + cost)
-        return d
+            out = jnp.minimum(out, p[2 + dy:2 + dy + h, 2 + dx:2 + dx + w] + cost)
+        return out
 
     d = jax.lax.fori_loop(0, int(limit) + 1, relax, d0)
     return jnp.minimum(d, jnp.float32(limit))
@@ -151,9 +159,9 @@ def equalize_hist(image):
     return jnp.where(first_count == n, image, lut[image])
 
 
-def water_tint(field, severity: int):
+def water_tint(field, severity: int, params: str = "imagenet"):
     """The reference's water mask `m` [H, W] (before colouring) from the thresholded blurred field."""
-    s2 = SPATTER[severity - 1][4]
+    s2 = params_lib.pick(params, SPATTER, "spatter")[severity - 1][4]
     level = jnp.mod(jnp.floor(field * 255.0), 256).astype(jnp.int32)  # numpy's float -> uint8 cast
     edges = canny(level, 50, 150)
     dist = chamfer_distance(edges)
@@ -166,21 +174,21 @@ def water_tint(field, severity: int):
     return jnp.where(peak > 0, m / jnp.where(peak > 0, peak, 1.0), 0.0) * s2
 
 
-def spatter_from_noise(image, noise, severity: int):
+def spatter_from_noise(image, noise, severity: int, params: str = "imagenet"):
     """Spatter from `noise` [H, W], Gaussian with the severity's mean and std."""
-    _, _, sigma, threshold, s2, mud = SPATTER[severity - 1]
+    _, _, sigma, threshold, s2, mud = params_lib.pick(params, SPATTER, "spatter")[severity - 1]
     field = filters.gaussian_filter(noise, sigma, mode="nearest", truncate=4.0)
     field = jnp.where(field < threshold, 0.0, field)
     if not mud:
-        return image + water_tint(field, severity)[..., None] * jnp.asarray(WATER, jnp.float32)
+        return image + water_tint(field, severity, params)[..., None] * jnp.asarray(WATER, jnp.float32)
     mask = (field > threshold).astype(jnp.float32)
     m = filters.gaussian_filter(mask, s2, mode="nearest", truncate=4.0)
     m = jnp.where(m < 0.8, 0.0, m)[..., None]
     return image * (1.0 - m) + jnp.asarray(MUD, jnp.float32) * m
 
 
-def spatter(key, image, severity: int):
+def spatter(key, image, severity: int, params: str = "imagenet"):
     """ImageNet-C spatter with the noise field drawn from `key`."""
-    mean, std = SPATTER[severity - 1][:2]
+    mean, std = params_lib.pick(params, SPATTER, "spatter")[severity - 1][:2]
     noise = mean + std * jax.random.normal(key, image.shape[:2])
-    return spatter_from_noise(image, noise, severity)
+    return spatter_from_noise(image, noise, severity, params)

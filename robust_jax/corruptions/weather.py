@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from robust_jax.corruptions import filters, frost_textures, resample
+from robust_jax.corruptions import params as params_lib
 from robust_jax.corruptions.spatter import spatter
 
 # ------------------------------------------------------------------------------------------------ fog
@@ -80,16 +81,17 @@ def plasma_fractal(uniforms, map_size: int, wibble_decay: float):
     return grid / grid.max()
 
 
-def fog_from_plasma(image, plasma, severity: int):
+def fog_from_plasma(image, plasma, severity: int, params: str = "imagenet"):
     """Adds `c * plasma[:H, :W]` to every channel and rescales by max / (max + c) (max of the image)."""
-    c, _ = FOG[severity - 1]
+    c, _ = params_lib.pick(params, FOG, "fog")[severity - 1]
     h, w = image.shape[:2]
     peak = jnp.max(image)
     return (image + c * plasma[:h, :w, None]) * peak / (peak + c)
 
 
-def fog(key, image, severity: int):
-    """ImageNet-C fog: a plasma fractal haze (sequential over the log2(map) levels, vectorised within)."""
+def fog(key, image, severity: int, params: str = "imagenet"):
+    """ImageNet-C fog: a plasma fractal haze (sequential over the log2(map) levels, vectorised within).
+    CIFAR-10-C's map is 32x32, which `fog_map_size` also gives for 32x32 images."""
     h, w = image.shape[:2]
     size = fog_map_size(h, w)
     shapes = plasma_draw_shapes(size)
@@ -98,23 +100,28 @@ def fog(key, image, severity: int):
     for a, b in shapes:
         offsets.append(offsets[-1] + a * b)
     uniforms = [flat[o:o + a * b].reshape(a, b) for o, (a, b) in zip(offsets, shapes)]
-    return fog_from_plasma(image, plasma_fractal(uniforms, size, FOG[severity - 1][1]), severity)
+    decay = params_lib.pick(params, FOG, "fog")[severity - 1][1]
+    return fog_from_plasma(image, plasma_fractal(uniforms, size, decay), severity, params)
 
 
 # ---------------------------------------------------------------------------------------------- frost
 FROST = ((1.0, 0.4), (0.8, 0.6), (0.7, 0.7), (0.65, 0.7), (0.6, 0.75))
 
 
-def frost_from_crop(image, crop, severity: int):
+def frost_from_crop(image, crop, severity: int, params: str = "imagenet"):
     """`c0 * image + c1 * crop` with `crop` the uint8-valued texture window `[H, W, 3]` (RGB)."""
-    a, b = FROST[severity - 1]
+    a, b = params_lib.pick(params, FROST, "frost")[severity - 1]
     return a * image + b * (crop.astype(jnp.float32) / 255.0)
 
 
-def frost_crop(key, h: int, w: int, directory=None):
-    """A random texture window as the reference draws it: texture index in 0..5, then row and column
-    offsets uniform in [0, rows - H) and [0, cols - W) of the resized texture."""
-    stack, sizes = frost_textures.resized_textures(h, w, directory)
+def frost_crop(key, h: int, w: int, directory=None, params: str = "imagenet"):
+    """A random texture window as the reference draws it: texture index in 0..5 (CIFAR-10-C: 0..4), then
+    row and column offsets uniform in [0, rows - H) and [0, cols - W) of the resized texture (CIFAR-10-C:
+    the texture subsampled by 5, see `frost_textures.cifar_textures`)."""
+    if params_lib.check(params) == "cifar":
+        stack, sizes = frost_textures.cifar_textures(directory)
+    else:
+        stack, sizes = frost_textures.resized_textures(h, w, directory)
     k_index, k_row, k_col = jax.random.split(key, 3)
     index = jax.random.randint(k_index, (), 0, len(sizes))
     size = jnp.asarray(sizes)[index]
@@ -124,11 +131,11 @@ def frost_crop(key, h: int, w: int, directory=None):
     return window[0]
 
 
-def frost(key, image, severity: int):
+def frost(key, image, severity: int, params: str = "imagenet"):
     """ImageNet-C frost. Needs the texture photographs (see `frost_textures`): they are read and resized
     on the host when the function is traced."""
     h, w = image.shape[:2]
-    return frost_from_crop(image, frost_crop(key, h, w), severity)
+    return frost_from_crop(image, frost_crop(key, h, w, params=params), severity, params)
 
 
 # ----------------------------------------------------------------------------------------------- snow
@@ -150,18 +157,26 @@ def clipped_zoom(x, zoom: float):
     return resample.zoom_linear(x[top:top + ch, left:left + cw], zoom)
 
 
-def snow_from_draws(image, flakes, angle, severity: int):
+def snow_from_draws(image, flakes, angle, severity: int, params: str = "imagenet"):
     """Snow from `flakes` [H, W] (Gaussian noise with the severity's mean and std) and the blur `angle`
     in degrees (the reference draws it uniform in [-135, -45]).
 
     Flakes: zoomed in (clipped_zoom), thresholded, clipped, motion-blurred along `angle`, rounded to
     uint8 levels and cropped; the image is lightened toward max(x, 1.5 gray + 0.5), and the flake layer
-    is added together with its 180-degree rotation."""
-    mean, std, zoom, threshold, radius, sigma, weight = SNOW[severity - 1]
+    is added together with its 180-degree rotation.
+
+    CIFAR-10-C: the zoomed field is trimmed centrally to H x W first (its `clipped_zoom`), and the layer is
+    truncated to uint8 (its PNG hand-over to ImageMagick) before the motion blur."""
+    mean, std, zoom, threshold, radius, sigma, weight = params_lib.pick(params, SNOW, "snow")[severity - 1]
     del mean, std
     h, w = image.shape[:2]
     layer = clipped_zoom(flakes[..., None], zoom)[..., 0]
+    if params == "cifar":
+        top, left = (layer.shape[0] - h) // 2, (layer.shape[1] - w) // 2
+        layer = layer[top:top + h, left:left + w]
     layer = jnp.clip(jnp.where(layer < threshold, 0.0, layer), 0.0, 1.0)
+    if params == "cifar":
+        layer = jnp.floor(layer * 255.0) / 255.0
     layer = filters.motion_blur(layer, radius, sigma, angle)
     layer = (jnp.round(layer * 255.0) / 255.0)[:h, :w, None]
     gray = resample.rgb_to_gray(image)[..., None]
@@ -169,13 +184,13 @@ def snow_from_draws(image, flakes, angle, severity: int):
     return lit + layer + layer[::-1, ::-1]
 
 
-def snow(key, image, severity: int):
+def snow(key, image, severity: int, params: str = "imagenet"):
     """ImageNet-C snow with the flake field and blur angle drawn from `key`."""
-    mean, std = SNOW[severity - 1][:2]
+    mean, std = params_lib.pick(params, SNOW, "snow")[severity - 1][:2]
     k_flakes, k_angle = jax.random.split(key)
     flakes = mean + std * jax.random.normal(k_flakes, image.shape[:2])
     angle = jax.random.uniform(k_angle, (), minval=-135.0, maxval=-45.0)
-    return snow_from_draws(image, flakes, angle, severity)
+    return snow_from_draws(image, flakes, angle, severity, params)
 
 
 CORRUPTIONS = {"snow": snow, "frost": frost, "fog": fog, "spatter": spatter}

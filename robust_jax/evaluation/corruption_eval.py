@@ -3,9 +3,10 @@
 `corruptions`: every image of the eval split corrupted on the fly with `robust_jax.corruptions`
 (jit-compiled per corruption and severity, on the accelerator; no ImageNet-C download), for the names of
 `eval.corruptions.names` ('benchmark' = the 15 of mCE, 'extra' = the 4 held-out, 'all' = 19, or a
-comma list) and `eval.corruptions.severities`. Randomness: batch b, corruption c, severity s use
-`fold_in(fold_in(fold_in(key(seed), b), index of c), s)`; `quantize` rounds to uint8 levels as the
-ImageNet-C files are. One chunk holds the counts of every corruption and severity (and clean).
+comma list) and `eval.corruptions.severities`, with the severity parameters of `eval.corruptions.params`
+('auto': CIFAR-10-C's for 32x32 images, else ImageNet-C's; 'imagenet'; 'cifar'). Randomness: batch b,
+corruption c, severity s use `fold_in(fold_in(fold_in(key(seed), b), index of c), s)`; `quantize` rounds
+to uint8 levels as the ImageNet-C files are. One chunk holds the counts of every corruption and severity (and clean).
 
 `corrupted_tfds`: the same numbers from the prepared TFDS builders `cifar10_corrupted` /
 `imagenet2012_corrupted` (configs `<name>_<severity>`), each evaluated clean by `forward_eval`.
@@ -22,8 +23,13 @@ from robust_jax import corruptions
 from robust_jax.evaluation import chunks
 
 TFDS_BUILDERS = {"cifar10": "cifar10_corrupted", "imagenet2012": "imagenet2012_corrupted"}
-PARAMETERS = "ImageNet-C severity parameters (imagecorruptions); not CIFAR-10-C's (use corrupted_tfds for those)"
-"""Which severity parameters `robust_jax.corruptions` uses; recorded with every corruption number."""
+PARAMETERS = {
+    "imagenet": "ImageNet-C severity parameters (imagecorruptions)",
+    "cifar": "CIFAR-10-C severity parameters (make_cifar_c.py; see docs/evaluation.md)",
+    "auto": "CIFAR-10-C severity parameters for 32x32 images, ImageNet-C's (imagecorruptions) otherwise",
+}
+"""Which severity parameters `robust_jax.corruptions` uses (eval.corruptions.params); recorded with every
+corruption number."""
 
 
 def parse_names(spec: str) -> tuple:
@@ -45,8 +51,11 @@ def settings(cfg_eval) -> dict:
     bad = [s for s in sev if s not in corruptions.SEVERITIES]
     if bad or not sev:
         raise ValueError(f"eval.corruptions.severities must be a non-empty subset of {corruptions.SEVERITIES}, got {sev}")
+    params = str(c.get("params", "auto"))
+    if params not in corruptions.PARAMS:
+        raise ValueError(f"eval.corruptions.params must be one of {', '.join(corruptions.PARAMS)}, got {params!r}")
     return {"names": parse_names(c.names), "severities": sev, "seed": int(c.seed), "quantize": bool(c.quantize),
-            "parameters": PARAMETERS}
+            "params": params, "parameters": PARAMETERS[params]}
 
 
 def check_implemented(names) -> None:
@@ -63,8 +72,8 @@ def check_implemented(names) -> None:
 
 
 @functools.lru_cache(maxsize=256)
-def _corrupt_jit(name: str, severity: int, quantize: bool):
-    return jax.jit(lambda key, x: corruptions.corrupt(key, x, name, severity, quantize=quantize))
+def _corrupt_jit(name: str, severity: int, quantize: bool, params: str = "auto"):
+    return jax.jit(lambda key, x: corruptions.corrupt(key, x, name, severity, quantize=quantize, params=params))
 
 
 @functools.lru_cache(maxsize=16)
@@ -107,7 +116,7 @@ def compute_fn(model, variables, s: dict, *, examples_store=None, num_examples: 
                 bar.set_postfix_str(f"{c} {sev}")
                 key = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(root, b),
                                                             corruptions.ALL.index(c)), sev)
-                xc = _corrupt_jit(c, sev, s["quantize"])(key, x)
+                xc = _corrupt_jit(c, sev, s["quantize"], s.get("params", "auto"))(key, x)
                 k, pred = fwd(variables, xc, y, mask)
                 correct[c][str(sev)] += int(jax.device_get(k))
                 if examples is not None and sev == show:
