@@ -28,6 +28,7 @@ def parse_args(description: str, extra=None):
     if extra:
         extra(p)
     args = p.parse_args()
+    torch_before_tensorflow()
     if getattr(args, "plain_flax_conv", False):
         from robust_jax.models import layers
 
@@ -37,20 +38,36 @@ def parse_args(description: str, extra=None):
     return args
 
 
+def torch_before_tensorflow():
+    """Imports torch._dynamo (which the first torch optimizer step imports, and with it triton) now: in this
+    environment (TF 2.21, torch 2.14, triton 3.8) importing it after TensorFlow segfaults, the other order works.
+    No benchmark loads TensorFlow today (`environment()` says), this keeps it so if one does."""
+    import importlib.util
+
+    if "tensorflow" not in sys.modules and importlib.util.find_spec("torch") is not None:
+        import torch._dynamo  # noqa: F401
+
+
 def environment() -> str:
     import jax
     import torch
 
-    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores; jax {jax.__version__} "
-            f"({jax.devices()[0].platform}), torch {torch.__version__} ({torch.get_num_threads()} threads)")
+    load = ", load average %.2f %.2f %.2f" % os.getloadavg() if hasattr(os, "getloadavg") else ""
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores{load}; jax {jax.__version__} "
+            f"({jax.devices()[0].platform}), torch {torch.__version__} ({torch.get_num_threads()} threads); "
+            f"TensorFlow loaded: {'tensorflow' in sys.modules}")
 
 
 # --- XLA compile options ----------------------------------------------------------------------------------
 XLA_OPTIONS = {
-    "default": {},
-    # Convolutions on XLA:CPU's Eigen path instead of YNNPACK fusions, reductions and dots still on YNNPACK
-    # (jaxlib 0.10.2's default list is individual_dot, individual_convolution, reduce). Same as
-    # XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=-individual_convolution
+    # What users get: the package's own options, robust_jax.compile_options.cpu_compiler_options() (on CPU with
+    # jaxlib 0.10.2: "eigen-conv"; off with ROBUST_JAX_XLA_CPU_FAST_CONV=0). Resolved by xla_options().
+    "default": None,
+    # jaxlib's own default: convolutions in YNNPACK fusions (jaxlib 0.10.2's default list is individual_dot,
+    # individual_convolution, reduce); what the package compiled before issue 17.
+    "ynn-conv": {},
+    # Convolutions on XLA:CPU's Eigen path instead of YNNPACK fusions, reductions and dots still on YNNPACK.
+    # Same as XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=-individual_convolution
     "eigen-conv": {"xla_cpu_experimental_ynn_fusion_type":
                    "LIBRARY_FUSION_TYPE_REDUCE,LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"},
     # No YNNPACK at all: convolutions on Eigen, reductions on XLA's own loops (slow for BatchNorm statistics).
@@ -61,7 +78,8 @@ XLA_OPTIONS = {
 def add_jax_options(extra=None):
     def add(p):
         p.add_argument("--xla-options", choices=sorted(XLA_OPTIONS), default="default",
-                       help="per-compile XLA options for the robust_jax side (see README)")
+                       help="per-compile XLA options for the robust_jax side (default: the package's own, "
+                            "robust_jax.compile_options; ynn-conv: jaxlib's; see README)")
         p.add_argument("--plain-flax-conv", action="store_true",
                        help="models with flax's plain lax.conv_general_dilated: the state before the loop fix")
         if extra:
@@ -69,8 +87,23 @@ def add_jax_options(extra=None):
     return add
 
 
+def xla_options(name: str) -> dict:
+    """The per-compile options of `--xla-options name` ("default": what the package compiles with)."""
+    if XLA_OPTIONS[name] is None:
+        from robust_jax import compile_options
+
+        return compile_options.cpu_compiler_options()
+    return XLA_OPTIONS[name]
+
+
+def add_dtype(p):
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                   help="compute dtype of the robust_jax model (config.model.dtype); not float32: the float32 "
+                        "model is timed too (robust_jax_fp32)")
+
+
 def jit(fn, args, **kwargs):
-    return jit_with(fn, XLA_OPTIONS[args.xla_options], **kwargs)
+    return jit_with(fn, xla_options(args.xla_options), **kwargs)
 
 
 def jit_with(fn, options: dict, **kwargs):
@@ -79,21 +112,101 @@ def jit_with(fn, options: dict, **kwargs):
     return jax.jit(fn, compiler_options=options or None, **kwargs)
 
 
-def run_and_report(title: str, contenders: dict, args, *, unit):
-    """Warms up (compiles) every contender, times them interleaved, prints a table and the RATIO line."""
+def run_and_report(title: str, contenders: dict, args, *, unit, gflop: float = 0.0):
+    """Warms up (compiles) every contender, times them interleaved, prints a table and the RATIO line.
+    gflop: the work of one call (`model_gflop`); with it, each contender's GFLOP/s and its fraction of the
+    machine's fp32 peak, estimated by the best 4096 sgemm (jax or torch) measured in this run: before the timings
+    and once in every round (on a shared machine the best one is the closest to the idle peak)."""
     for fn in contenders.values():
         fn()
-    times = interleaved(contenders, args.repeats)
+    peak = [sgemm_gflops()] if gflop else []
+    timed = dict(contenders, **({"_sgemm": lambda: peak.append(sgemm_gflops(repeats=1))} if gflop else {}))
+    times = interleaved(timed, args.repeats)
+    times.pop("_sgemm", None)
     name, per_call = unit
     rows = [[k, f"{median(t):.3f}", f"{min(t):.3f}", f"{per_call / median(t):.2f}"] for k, t in times.items()]
+    header = ["", "median s", "min s", name + " (median)"]
+    if gflop:
+        best = max(max(p.values()) for p in peak)
+        rows = [r + [f"{gflop / median(times[r[0]]):.0f}", f"{gflop / median(times[r[0]]) / best:.0%}"] for r in rows]
+        header += ["GFLOP/s", "of peak"]
     print(environment())
     conv = "plain flax conv (before the fix)" if getattr(args, "plain_flax_conv", False) else "library conv"
-    print(f"{title}, PreAct-ResNet-18, batch {BATCH}, {SIZE}x{SIZE}; XLA options: "
-          f"{getattr(args, 'xla_options', 'default')}; {conv}; {args.repeats} interleaved repeats")
-    print(table(rows, ["", "median s", "min s", name + " (median)"]))
+    options = getattr(args, "xla_options", "default")
+    if options in XLA_OPTIONS:
+        options = f"{options} {xla_options(options) or '{}'}"
+    print(f"{title}, PreAct-ResNet-18, batch {BATCH}, {SIZE}x{SIZE}; XLA options: {options}; {conv}; "
+          f"{args.repeats} interleaved repeats")
+    print(table(rows, header))
+    frac = ""
+    if gflop:
+        sgemms = ", ".join("jax %.0f torch %.0f" % (p["jax"], p["torch"]) for p in peak)
+        print(f"fp32 peak estimate: best 4096x4096 sgemm of this run = {best:.0f} GFLOP/s "
+              f"(before the timings, then once per round: {sgemms}); "
+              f"one call = {gflop:.0f} GFLOP (convolutions and the linear layer, 2 FLOPs per multiply-add)")
+        of_peak = lambda t: f"{gflop / t / best:.0%}"
+        frac = (f"; fraction of fp32 peak (medians): robust_jax {of_peak(median(times['robust_jax']))}, pytorch "
+                f"{of_peak(median(times['pytorch']))}")
+        frac_best = (f"; fraction of fp32 peak (best times): robust_jax {of_peak(min(times['robust_jax']))}, "
+                     f"pytorch {of_peak(min(times['pytorch']))}")
+    else:
+        frac_best = ""
+    # On a shared machine PyTorch's OpenMP threads suffer from the load far more than XLA's thread pool, so the
+    # median-of-rounds ratio then favours robust_jax; the ratio of the best times is the quiet-machine figure.
     print(f"RATIO robust_jax speed / pytorch = {ratio(times, 'pytorch', 'robust_jax'):.2f}x "
-          f"(median over rounds of t_pytorch / t_robust_jax)")
+          f"(median over rounds of t_pytorch / t_robust_jax){frac}")
+    print(f"RATIO of best times (quiet-machine estimate) = {min(times['pytorch']) / min(times['robust_jax']):.2f}x"
+          f"{frac_best}")
+    if "robust_jax_fp32" in times:
+        print(f"RATIO robust_jax {getattr(args, 'dtype', '?')} speed / robust_jax float32 = "
+              f"{ratio(times, 'robust_jax_fp32', 'robust_jax'):.2f}x")
     return times
+
+
+def sgemm_gflops(n: int = 4096, repeats: int = 3) -> dict:
+    """{'jax': , 'torch': } best-of-`repeats` GFLOP/s of an n x n float32 matmul on each side."""
+    import jax
+    import jax.numpy as jnp
+    import torch
+
+    a = jnp.ones((n, n), jnp.float32)
+    f = jax.jit(jnp.dot)
+    ta = torch.ones(n, n)
+    out = {}
+    for side, fn in (("jax", lambda: f(a, a).block_until_ready()), ("torch", lambda: torch.mm(ta, ta))):
+        fn()
+        best = min(_timed(fn) for _ in range(repeats))
+        out[side] = 2 * n ** 3 / best / 1e9
+    return out
+
+
+def _timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def model_gflop(batch: int = BATCH) -> float:
+    """GFLOP of one forward pass of the PyTorch PreAct-ResNet-18 on `batch` images: 2 x the multiply-adds of
+    its convolutions and linear layer (BatchNorm, ReLU and elementwise work left out). An input gradient
+    costs the same again, a full backward (input and weight gradients) twice."""
+    import torch
+
+    model, total = torch_preact_resnet18(), [0]
+
+    def hook(m, inp, out):
+        if isinstance(m, torch.nn.Conv2d):
+            k = m.kernel_size[0] * m.kernel_size[1] * m.in_channels // m.groups
+            total[0] += 2 * out.numel() * k
+        elif isinstance(m, torch.nn.Linear):
+            total[0] += 2 * out.numel() * m.in_features
+
+    for m in model.modules():
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+            m.register_forward_hook(hook)
+    with torch.no_grad():
+        model(torch.zeros(batch, 3, SIZE, SIZE))
+    return total[0] / 1e9
 
 
 # --- timing ---------------------------------------------------------------------------------------------
@@ -129,14 +242,18 @@ def table(rows, header) -> str:
 
 
 # --- JAX side -------------------------------------------------------------------------------------------
-def jax_model_and_variables(seed: int = 0):
+def jax_model_and_variables(seed: int = 0, dtype: str = "float32"):
+    """PreAct-ResNet-18 with compute dtype `dtype` (config.model.dtype; parameters stay float32: the variables
+    are the same for every dtype)."""
     import jax
     import jax.numpy as jnp
 
     from configs import common
     from robust_jax import models
 
-    model = models.get("preact_resnet18", num_classes=CLASSES, mean=common.CIFAR10_MEAN, std=common.CIFAR10_STD)
+    kw = {} if dtype == "float32" else {"dtype": getattr(jnp, dtype)}
+    model = models.get("preact_resnet18", num_classes=CLASSES, mean=common.CIFAR10_MEAN, std=common.CIFAR10_STD,
+                       **kw)
     variables = jax.jit(lambda k: model.init(k, jnp.zeros((1, SIZE, SIZE, 3)), train=False))(jax.random.key(seed))
     return model, variables
 

@@ -61,7 +61,7 @@ def main():
     import jax
 
     jax.config.update("jax_enable_compilation_cache", False)
-    options = C.XLA_OPTIONS[args.xla_options]
+    options = C.xla_options(args.xla_options)
     small, large = args.steps
     for name in PROGRAMS:  # import and initialise everything once, outside the timings
         program(name, small)

@@ -35,7 +35,7 @@ def main():
 
     torch.set_grad_enabled(False)
     dn = ("NHWC", "HWIO", "NHWC")
-    paths = {"xla ynn": C.XLA_OPTIONS["default"], "xla eigen": C.XLA_OPTIONS["eigen-conv"]}
+    paths = {"xla ynn": C.XLA_OPTIONS["ynn-conv"], "xla eigen": C.XLA_OPTIONS["eigen-conv"]}
     rows, totals = [], {}
     for n, cin, cout, k, s, count in CONVS:
         p = k // 2

@@ -32,7 +32,7 @@ def worker(kind: str, program: str, steps: int, options: str):
         from compile_time import program as build
 
         fn, fn_args = build(program, steps)
-        jax.block_until_ready(C.jit_with(fn, C.XLA_OPTIONS[options])(*fn_args))
+        jax.block_until_ready(C.jit_with(fn, C.xla_options(options))(*fn_args))
     else:
         import torch
         import torch.nn.functional as F
@@ -79,7 +79,7 @@ def main():
         stats = {}
         for steps in (small, large):
             fn, fn_args = program(name, steps)
-            m = C.jit_with(fn, C.XLA_OPTIONS[args.xla_options]).lower(*fn_args).compile().memory_analysis()
+            m = C.jit_with(fn, C.xla_options(args.xla_options)).lower(*fn_args).compile().memory_analysis()
             stats[steps] = (m.temp_size_in_bytes, m.argument_size_in_bytes, m.output_size_in_bytes)
             rows.append([name, "robust_jax XLA buffers", steps, f"{m.temp_size_in_bytes / MB:.1f}",
                          f"{m.argument_size_in_bytes / MB:.1f}", f"{m.output_size_in_bytes / MB:.1f}", ""])

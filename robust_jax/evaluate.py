@@ -13,7 +13,7 @@ import os
 
 import jax
 
-from robust_jax import builders, config_checks, data, parallel
+from robust_jax import builders, compile_options, config_checks, data, parallel
 from robust_jax.best_checkpoint import weights_checkpoints
 from robust_jax.evaluation import shift_sets
 from robust_jax.evaluation.attack_eval import EVALUATORS, make_eval_step, threat_model  # noqa: F401  (public names)
@@ -53,6 +53,7 @@ def evaluate(config, workdir: str) -> dict:
     """Runs the configured suite (and eps curve), resuming from `workdir/eval/`, and writes the report.
     The config and the dataset are checked first (`config_checks`), before anything is computed or written."""
     parallel.initialize_distributed()
+    compile_options.configure(config)  # XLA:CPU's faster conv path for the suite unless config.xla_cpu_fast_conv is False
     config_checks.validate(config, "eval", device_count=jax.device_count())
     config_checks.check_data(config)
     mesh = parallel.make_mesh()

@@ -3,11 +3,11 @@ resumes, so that the record always says how the weights in the workdir were trai
 
 Resuming with a different config is refused with a readable diff (`field: saved -> new`) when a changed field
 decides how the weights are trained (method, attack, optimiser, model, data, batch size, seed, ...). Fields that
-only say how long to train or how to log, checkpoint and evaluate (`RESUMABLE_FIELDS`) may change — extending
-`train.num_steps` is how a run is continued — and so may fields the saved config lacks (written by an older
-version of the code, before the field existed). Every accepted change keeps the previous file as `config.<n>.json`
-(n = 1, 2, ... in order), so the workdir holds the whole history; `allow_change=True` (main.py's
-`--allow_config_change`) accepts the other fields too, with the same record.
+only say how long to train, how to log, checkpoint and evaluate, or which CPU convolution kernels to compile
+(`RESUMABLE_FIELDS`) may change — extending `train.num_steps` is how a run is continued — and so may fields the
+saved config lacks (written by an older version of the code, before the field existed). Every accepted change
+keeps the previous file as `config.<n>.json` (n = 1, 2, ... in order), so the workdir holds the whole history;
+`allow_change=True` (main.py's `--allow_config_change`) accepts the other fields too, with the same record.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ CONFIG_FILE = "config.json"
 # length, logging, checkpointing and evaluation, none of which changes the steps already taken.
 RESUMABLE_FIELDS = ("train.num_steps", "train.epochs", "train.log_every", "train.eval_every", "train.eval_suite",
                     "train.eval_examples", "train.checkpoint_every", "train.checkpoint_minutes",
-                    "train.keep_checkpoints", "eval.")
+                    "train.keep_checkpoints", "eval.", "xla_cpu_fast_conv")
 _ABSENT = "<absent>"
 
 

@@ -13,7 +13,7 @@ import json
 
 import jax
 
-from robust_jax import builders, config_checks, data, evaluate, loop, methods, parallel, run_config
+from robust_jax import builders, compile_options, config_checks, data, evaluate, loop, methods, parallel, run_config
 from robust_jax import state as state_lib
 from robust_jax.best_checkpoint import BestCheckpoint, read_record, record_path
 from robust_jax.checkpoint import Checkpoints
@@ -40,8 +40,9 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
     state = ckpts.restore_or(run.state)
     start = int(state.step)
     writer = MetricsWriter(workdir, resume_step=start, final_step=run.total_steps)
-    step_fn = jax.jit(state_lib.make_train_step(method, run.tx, ema_decay=config.optim.ema_decay),
-                      donate_argnums=0)
+    compile_options.configure(config)  # XLA:CPU's faster conv path unless config.xla_cpu_fast_conv is False
+    step_fn = compile_options.jit(state_lib.make_train_step(method, run.tx, ema_decay=config.optim.ema_decay),
+                                  donate_argnums=0)
     frozen = parallel.replicate(method.frozen, mesh)
     key = jax.random.key(config.seed + 1)
     batches = data.train_batches(config.data, global_batch_size=config.train.batch_size, mesh=mesh,

@@ -46,6 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from robust_jax import compile_options
 from robust_jax.attacks import sanity_checks
 from robust_jax.checks import check_bounds, check_images, check_labels
 
@@ -190,9 +191,9 @@ class AutoAttack:
         self.multiple = 1 if mesh is None else int(mesh.shape[_data_axis()])
         self.batch_size = -(-batch_size // self.multiple) * self.multiple
         self._jitted, self._static_rank = {}, set()
-        self._predict = jax.jit(self._predict_impl)
-        self._forward = jax.jit(lambda v, xb: self.apply_fn(v, xb))
-        self._gradients = jax.jit(lambda v, xb, yb, key: sanity_checks.input_gradients(
+        self._predict = compile_options.jit(self._predict_impl)
+        self._forward = compile_options.jit(lambda v, xb: self.apply_fn(v, xb))
+        self._gradients = compile_options.jit(lambda v, xb, yb, key: sanity_checks.input_gradients(
             lambda xa: self._logits(v, xa, key), xb, yb))
 
     # --- the compiled pieces ---------------------------------------------------------------------------
@@ -218,7 +219,7 @@ class AutoAttack:
         k = (stage.name, static_rank)
         if k not in self._jitted:
             fn = functools.partial(self._attack_and_predict, stage)
-            self._jitted[k] = jax.jit(fn, static_argnums=(4,) if static_rank else ())
+            self._jitted[k] = compile_options.jit(fn, static_argnums=(4,) if static_rank else ())
         return self._jitted[k]
 
     def _run_stage(self, stage, variables, xb, yb, key, target_rank):

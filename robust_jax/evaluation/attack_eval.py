@@ -11,6 +11,7 @@ from typing import Callable, Dict
 import jax
 import jax.numpy as jnp
 
+from robust_jax import compile_options
 from robust_jax.attacks import fgsm, pgd
 from robust_jax.evaluation import chunks
 
@@ -60,7 +61,7 @@ def make_eval_step(model, entries: tuple, norm: str, num_examples: int = 0):
             out["examples"] = examples
         return out
 
-    return jax.jit(step)
+    return compile_options.jit(step)
 
 
 def compute_fn(model, variables, entries, settings, key, *, examples_store=None, num_examples: int = 0):

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from robust_jax import compile_options
 from robust_jax.evaluation import chunks
 
 
@@ -25,7 +26,7 @@ def _forward(model, num_examples: int, masked: bool):
             logits = jnp.where(class_mask, logits, -jnp.inf)
         pred = jnp.argmax(logits, -1)
         return jnp.sum(mask * (pred == label_map[y])), pred[:num_examples]
-    return jax.jit(fn)
+    return compile_options.jit(fn)
 
 
 def masked_predictions(logits, class_mask: Optional[np.ndarray]):

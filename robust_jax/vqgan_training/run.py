@@ -11,9 +11,10 @@ import json
 
 import jax
 
-from robust_jax import data, loop, optim, parallel, run_config
+from robust_jax import compile_options, data, loop, optim, parallel, run_config
 from robust_jax import state as state_lib
 from robust_jax.checkpoint import Checkpoints
+from robust_jax.init_compile import jit_init
 from robust_jax.metrics_writer import MetricsWriter
 from robust_jax.models import vqgan, vqgan_io
 from robust_jax.vqgan_training import report as report_lib
@@ -40,7 +41,7 @@ def _build(config, mesh):
     total = config.train.num_steps or int(round(config.train.epochs * spe))
     model = build_model(config, image_shape)
     objective = VQGANObjective(model, config.vqgan)
-    variables = jax.jit(lambda k: objective.init(k, image_shape))(jax.random.key(config.seed))
+    variables = jit_init(lambda k: objective.init(k, image_shape))(jax.random.key(config.seed))
     schedule = optim.make_schedule(config.optim, steps_per_epoch=spe, total_steps=total)
     tx = optim.make_optimizer(config.optim, schedule, variables["params"])
     state = state_lib.create(variables, tx, ema=bool(config.optim.ema_decay))
@@ -74,8 +75,9 @@ def train_vqgan(config, workdir: str, *, allow_config_change: bool = False) -> d
     state = ckpts.restore_or(state)
     run_config.save_config(config, workdir, allow_change=allow_config_change)
     writer = MetricsWriter(workdir, resume_step=int(state.step), final_step=total)
-    step_fn = jax.jit(state_lib.make_train_step(objective, tx, ema_decay=config.optim.ema_decay),
-                      donate_argnums=0)
+    compile_options.configure(config)  # XLA:CPU's faster conv path unless config.xla_cpu_fast_conv is False
+    step_fn = compile_options.jit(state_lib.make_train_step(objective, tx, ema_decay=config.optim.ema_decay),
+                                  donate_argnums=0)
     batches = data.train_batches(config.data, global_batch_size=config.train.batch_size, mesh=mesh,
                                  seed=config.seed, start_step=int(state.step))
 

@@ -1,0 +1,115 @@
+"""Per-compile XLA options for the package's jitted programs: the faster XLA:CPU convolution path.
+
+jaxlib 0.10.2 sends fp32 convolutions on CPU to YNNPACK fusions by default; on the AVX-512 CPUs we
+measured (2 cores of an AMD EPYC and of an Intel Xeon) those are up to 2x slower than XLA's Eigen
+convolutions (benchmarks/README.md, "Which convolution kernels" and "Issue 17"), and a PGD-AT step is
+1.3-1.4x slower as a whole. `cpu_compiler_options()` returns the per-compile options that keep
+YNNPACK for reductions and dots and run convolutions on Eigen — only when the backend is CPU and the jaxlib
+version is one where the option exists and was measured (an option XLA does not know fails the compile), and
+only when the user sets no `xla_cpu_experimental_ynn_fusion_type` in `XLA_FLAGS` themselves.
+
+Every program the package compiles (train steps, evaluation, AutoAttack) is jitted with `compile_options.jit`,
+which picks the options when it is called, so cached jitted functions follow the current switch. Off switches:
+the config field `xla_cpu_fast_conv` (applied by `train_and_evaluate`, `evaluate` and VQGAN training through
+`configure(config)`, a process-wide switch that holds until the next run configures it) and the environment
+variable `ROBUST_JAX_XLA_CPU_FAST_CONV=0`; either one turns it off. Only speed and the rounding of float results
+change (a long training run then follows a different, equally good trajectory).
+Library functions called inside a user's own `jax.jit` (attacks, losses) cannot choose compile options:
+jit with `robust_jax.compile_options.jit` (or pass `compiler_options=cpu_compiler_options()`) to get them.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import re
+from typing import Optional
+
+import jax
+
+ENV = "ROBUST_JAX_XLA_CPU_FAST_CONV"
+# Convolutions on XLA:CPU's Eigen path; reductions (BatchNorm statistics) and dots stay on YNNPACK.
+FAST_CONV = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_REDUCE,LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
+# jaxlib versions [from, to) where the option exists and the Eigen path was measured faster.
+JAXLIB_RANGE = ((0, 10, 2), (0, 11, 0))
+
+_state = {"config": True}  # the last `configure` call; True until one says otherwise
+
+
+def _version_tuple(v: str) -> tuple:
+    out = [int(m.group()) if m else 0 for m in (re.match(r"\d+", p) for p in v.split(".")[:3])]
+    return tuple(out + [0] * (3 - len(out)))
+
+
+@functools.lru_cache(maxsize=None)
+def jaxlib_supported(version: Optional[str] = None) -> bool:
+    """Whether the installed (or the given) jaxlib version is in JAXLIB_RANGE."""
+    if version is None:
+        import jaxlib.version
+
+        version = jaxlib.version.__version__
+    lo, hi = JAXLIB_RANGE
+    return lo <= _version_tuple(version) < hi
+
+
+def env_enabled() -> bool:
+    """False when ROBUST_JAX_XLA_CPU_FAST_CONV is 0/false/no/off."""
+    return os.environ.get(ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def configure(config_or_flag) -> None:
+    """Sets the switch from a run's config (its top-level `xla_cpu_fast_conv`, default True) or a bool."""
+    if isinstance(config_or_flag, bool):
+        _state["config"] = config_or_flag
+    else:
+        _state["config"] = bool(getattr(config_or_flag, "xla_cpu_fast_conv", True))
+
+
+def enabled() -> bool:
+    """The switch: on unless the last configured config or the environment variable turns it off."""
+    return _state["config"] and env_enabled()
+
+
+def cpu_compiler_options(backend: Optional[str] = None, *, fast_conv: Optional[bool] = None) -> dict:
+    """The per-compile options for `jax.jit(..., compiler_options=...)`: FAST_CONV on CPU when the switch is
+    on (`fast_conv` overrides it), the jaxlib version is in JAXLIB_RANGE and XLA_FLAGS does not choose the
+    YNNPACK fusion types itself; else {}."""
+    if not (enabled() if fast_conv is None else fast_conv):
+        return {}
+    if (backend or jax.default_backend()) != "cpu" or not jaxlib_supported():
+        return {}
+    if "xla_cpu_experimental_ynn_fusion_type" in os.environ.get("XLA_FLAGS", ""):
+        return {}
+    return dict(FAST_CONV)
+
+
+class _Jit:
+    """`jax.jit(fn, compiler_options=cpu_compiler_options(), **kwargs)`, the options read at each call (one
+    jitted function per distinct options); other attributes (`lower`, `trace`, ...) go to the current one."""
+
+    def __init__(self, fn, kwargs):
+        self._fn, self._kwargs, self._jitted = fn, kwargs, {}
+        self.__wrapped__ = fn
+        self.__doc__ = getattr(fn, "__doc__", None)
+
+    def current(self):
+        opts = cpu_compiler_options()
+        key = tuple(sorted(opts.items()))
+        j = self._jitted.get(key)
+        if j is None:
+            j = self._jitted[key] = jax.jit(self._fn, compiler_options=opts or None, **self._kwargs)
+        return j
+
+    def __call__(self, *args, **kwargs):
+        return self.current()(*args, **kwargs)
+
+    def __getattr__(self, name):
+        if name.startswith("__") or name in ("_fn", "_kwargs", "_jitted"):
+            raise AttributeError(name)
+        return getattr(self.current(), name)
+
+
+def jit(fn=None, **kwargs):
+    """`jax.jit` with the package's compile options (`cpu_compiler_options()`); usable as a decorator."""
+    if fn is None:
+        return lambda f: _Jit(f, kwargs)
+    return _Jit(fn, kwargs)

@@ -1,0 +1,87 @@
+"""robust_jax.compile_options: the faster XLA:CPU conv path is applied on CPU, turned off by the config field
+and the environment variable, and never given to other backends or unmeasured jaxlib versions."""
+import jax
+import jax.numpy as jnp
+import pytest
+
+from robust_jax import compile_options as co
+
+needs_supported_jaxlib = pytest.mark.skipif(not co.jaxlib_supported(), reason="jaxlib outside JAXLIB_RANGE")
+
+
+@pytest.fixture(autouse=True)
+def _clean(monkeypatch):
+    monkeypatch.delenv(co.ENV, raising=False)
+    monkeypatch.delenv("XLA_FLAGS", raising=False)  # read at each call; the backend is initialised already
+    before = co._state["config"]
+    yield
+    co._state["config"] = before
+
+
+def _conv(x, w):
+    return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def _compiled_text(jitted):
+    x, w = jnp.ones((4, 16, 16, 32)), jnp.ones((3, 3, 32, 32))  # big enough for a YNNPACK fusion
+    return jitted.lower(x, w).compile().as_text()
+
+
+@needs_supported_jaxlib
+def test_applied_on_cpu():
+    co.configure(True)
+    assert jax.default_backend() == "cpu"
+    assert co.cpu_compiler_options() == co.FAST_CONV
+    # the convolution leaves YNNPACK (Eigen path) with the options, stays there without them
+    assert "__ynn_fusion" not in _compiled_text(co.jit(_conv))
+    assert "__ynn_fusion" in _compiled_text(jax.jit(_conv))
+    x, w = jax.random.normal(jax.random.key(0), (2, 8, 8, 16)), jax.random.normal(jax.random.key(1), (3, 3, 16, 16))
+    assert jnp.allclose(co.jit(_conv)(x, w), jax.jit(_conv)(x, w), atol=1e-4)
+
+
+@needs_supported_jaxlib
+def test_switches_turn_it_off(monkeypatch):
+    import ml_collections
+
+    from configs import common
+
+    base = common.base()
+    assert base.xla_cpu_fast_conv is True
+    co.configure(base)
+    assert co.cpu_compiler_options() == co.FAST_CONV
+    with base.unlocked():
+        base.xla_cpu_fast_conv = False
+    co.configure(base)
+    assert co.cpu_compiler_options() == {}
+    # the jitted function follows the switch at call time (cached jits in the evaluation engine included)
+    f = co.jit(_conv)
+    assert "__ynn_fusion" in _compiled_text(f)
+    co.configure(ml_collections.ConfigDict({"seed": 0}))  # a config without the field: default on
+    assert co.cpu_compiler_options() == co.FAST_CONV
+    assert "__ynn_fusion" not in _compiled_text(f)
+    for off in ("0", "false", "off"):
+        monkeypatch.setenv(co.ENV, off)
+        assert co.cpu_compiler_options() == {}
+    monkeypatch.setenv(co.ENV, "1")
+    assert co.cpu_compiler_options() == co.FAST_CONV
+    assert co.cpu_compiler_options(fast_conv=False) == {}
+    # a user's own XLA_FLAGS choice of fusion types wins
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=")
+    assert co.cpu_compiler_options() == {}
+
+
+def test_other_backends_and_versions_get_none():
+    co.configure(True)
+    for backend in ("gpu", "cuda", "rocm", "tpu", "METAL"):
+        assert co.cpu_compiler_options(backend) == {}
+    assert co.jaxlib_supported("0.10.2") and co.jaxlib_supported("0.10.5.dev20260101")
+    for v in ("0.10.1", "0.9.2", "0.11.0", "0.11.0rc1", "1.0.0"):
+        assert not co.jaxlib_supported(v), v
+
+
+def test_jit_passes_arguments_through():
+    f = co.jit(lambda x, n: x * n, static_argnums=1)
+    assert float(f(jnp.float32(2.0), 3)) == 6.0
+    assert f._cache_size() == 1
+    g = co.jit(static_argnames="n")(lambda x, n: x + n)
+    assert float(g(jnp.float32(1.0), n=2)) == 3.0
