@@ -6,9 +6,10 @@ the data, small CNN, optimiser, attack and budget of configs/cifar10_subset.py's
 
 Args as configs/digits_amp.py: 'lambda', 'geometric', 'mixed_point', 'mixup' (plain mixup baseline), 'smoke'.
 Measured here (seed 0, 2 shared CPU cores; 500 test images at eps 8/255; full table in docs/amp.md):
-    AMP endpoints, lambda fixed:  clean 25.40%, PGD-20 20.00%, CW-20 17.00%, AutoAttack 15.40%, corruptions 20.49%
-    plain mixup (:mixup):         clean 41.80%, PGD-20  3.60%, CW-20  2.80%, AutoAttack  2.00%, corruptions 26.30%
-    PGD-AT (configs/cifar10_subset.py): 31.20%, 21.20%, 15.80%, 14.40%, 23.68%
+    AMP endpoints, lambda fixed:  clean 25.40%, PGD-20 20.00%, CW-20 17.00%, AutoAttack 15.40%, corruptions 22.84%
+    plain mixup (:mixup):         clean 41.80%, PGD-20  3.60%, CW-20  2.80%, AutoAttack  2.00%, corruptions 36.95%
+    PGD-AT (configs/cifar10_subset.py): 31.20%, 21.20%, 15.80%, 14.40%, 27.57%
+(corruptions: mean accuracy at CIFAR-10-C strengths, eval.corruptions.params=auto)
 """
 from configs import cifar10_subset, common
 from configs.digits_amp import ARGS, amp_variant
