@@ -158,11 +158,13 @@ def small_model():
 def test_decode_indices_of_encode_is_reconstruct_and_q_has_no_gradient(small_model):
     model, v = small_model
     x = jnp.asarray(_images(2, 16))
-    codes = model.apply(v, x, method=model.encode)
+    # jitted: op by op, the VQGAN's passes compile hundreds of small programs (a minute on 2 cores)
+    apply = jax.jit(model.apply, static_argnames="method")
+    codes = apply(v, x, method=model.encode)
     assert codes.shape == (2, 2, 2) and codes.dtype == jnp.int32
-    np.testing.assert_allclose(np.asarray(model.apply(v, codes, method=model.decode_indices)),
-                               np.asarray(model.apply(v, x, method=model.reconstruct)), atol=1e-5)
-    g = jax.grad(lambda xx: jnp.sum(vqgan.quantize(model, v, xx)))(x)
+    np.testing.assert_allclose(np.asarray(apply(v, codes, method=model.decode_indices)),
+                               np.asarray(apply(v, x, method=model.reconstruct)), atol=1e-5)
+    g = jax.jit(jax.grad(lambda xx: jnp.sum(vqgan.quantize(model, v, xx))))(x)
     assert float(jnp.abs(g).max()) == 0.0
 
 

@@ -31,7 +31,7 @@ def _objective(**kw):
 
 def test_gradient_of_the_sum_is_each_groups_own_gradient():
     obj, params, state, batch = _objective(adaptive_weight=False)
-    grads = jax.grad(lambda p: obj.loss(p, state, batch, jax.random.key(2), 10)[0])(params)
+    grads = jax.jit(jax.grad(lambda p: obj.loss(p, state, batch, jax.random.key(2), 10)[0]))(params)
 
     def generator_loss(p_vq):
         out = obj.model.apply({"params": p_vq}, batch["image"], train=True)
@@ -46,10 +46,11 @@ def test_gradient_of_the_sum_is_each_groups_own_gradient():
         fake, _ = obj._disc(p_d, stats, dec)
         return obj.disc_loss(real, fake)
 
-    for got, want in ((grads["vqgan"], jax.grad(generator_loss)(params["vqgan"])),
-                      (grads["disc"], jax.grad(discriminator_loss)(params["disc"]))):
+    # jitted: op-by-op, the three VQGAN gradients compile hundreds of small programs (minutes on 2 cores)
+    wants = jax.jit(lambda p: (jax.grad(generator_loss)(p["vqgan"]), jax.grad(discriminator_loss)(p["disc"])))(params)
+    for got, want in zip((grads["vqgan"], grads["disc"]), wants):
         for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
-            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4, atol=1e-7)
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4, atol=2e-6)
 
 
 def test_adaptive_weight_equals_gradient_norms_at_the_last_layer():
