@@ -30,6 +30,13 @@ def test_recipe_is_locked_and_documented(name):
     assert "%" in doc, "docstring must state the expected/published numbers"
 
 
+# Method variants chosen by a recipe argument. The CIFAR AMP configs build their variants with the same
+# `configs.digits_amp.amp_variant`, so digits covers them; cifar10_vit_at:trades covers the ViT recipes' TRADES path
+# with ARD + PRM. Their train steps are traced in the default run; their end-to-end smoke runs are `heavy` (the
+# recipe's own smoke run covers the trainer and evaluation, tests/test_amp.py and tests/test_vit_at.py each loss).
+VARIANTS = [("digits_amp", "lambda"), ("digits_amp", "geometric"), ("digits_amp", "mixed_point"),
+            ("digits_amp", "mixup"), ("cifar10_vit_at", "trades")]
+
 # Smoke runs that compile the largest programs (minutes of the suite on 2 CPU cores) and whose method, trainer and
 # evaluation a smaller recipe's smoke run covers: imagenet_pgd_at_resnet50 (cifar10_pgd_at), imagenet_advbn_resnet50
 # (digits_advbn), imagenet_dat_* (digits_dat), imagenet_vit_at (cifar10_vit_at), vqgan_cifar10 (vqgan_digits).
@@ -42,11 +49,11 @@ def _smoke_param(name):
     return pytest.param(name, marks=pytest.mark.heavy) if name in HEAVY_SMOKE else name
 
 
-@pytest.mark.parametrize("name", RECIPES)
-def test_smoke_train_step_traces(name):
+@pytest.mark.parametrize("name,arg", [(r, "smoke") for r in RECIPES] + [(r, f"{a},smoke") for r, a in VARIANTS])
+def test_smoke_train_step_traces(name, arg):
     """The recipe's model, method, optimiser and train step fit together: one step traced (no compile) on a batch
     of the smoke data's shape gives a state of the same structure, shapes and dtypes, and finite-check metrics."""
-    config = load(name, "smoke")
+    config = load(name, arg)
     mesh = parallel.make_mesh()
     if config.method.name == "vqgan":
         from robust_jax.vqgan_training import run as vqgan_run
@@ -77,13 +84,7 @@ def test_smoke_variant_trains(name, tmp_path):
     assert all(0.0 <= v <= 1.0 for v in report["accuracy"].values())
 
 
-# Method variants chosen by a recipe argument: each one's smoke run trains and evaluates. The CIFAR AMP
-# configs build their variants with the same `configs.digits_amp.amp_variant`, so digits covers them;
-# cifar10_vit_at:trades covers the ViT recipes' TRADES path with ARD + PRM.
-VARIANTS = [("digits_amp", "lambda"), ("digits_amp", "geometric"), ("digits_amp", "mixed_point"),
-            ("digits_amp", "mixup"), ("cifar10_vit_at", "trades")]
-
-
+@pytest.mark.heavy
 @pytest.mark.parametrize("name,arg", VARIANTS)
 def test_smoke_of_each_method_variant_trains(name, arg, tmp_path):
     config = load(name, f"{arg},smoke")

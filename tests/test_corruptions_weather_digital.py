@@ -24,7 +24,7 @@ from robust_jax.corruptions import (
 )
 
 SIZES = ((32, 32), (64, 64), (40, 56))
-"""Test image sizes; the non-square one catches height/width mix-ups (used by the slow tests)."""
+"""Test image sizes; the non-square one catches height/width mix-ups (used by the heavy tests)."""
 
 
 def _image(h, w, seed):
@@ -113,7 +113,7 @@ DETERMINISTIC = {
 
 ALL_CASES = [(size, severity) for size in SIZES for severity in range(1, 6)]
 FAST_CASES = [((32, 32), 5)]
-"""Fast runs check one case per corruption; the `slow` runs (CI) check all sizes x all severities."""
+"""Fast runs check one case per corruption; the `heavy` runs (`pytest -m heavy`) check all sizes x all severities."""
 
 
 def _deterministic_parity(name, cases):
@@ -134,6 +134,7 @@ def test_deterministic_parity(name):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # every size x severity (minutes); test_deterministic_parity checks one case of each corruption
 @pytest.mark.parametrize("name", sorted(DETERMINISTIC))
 def test_deterministic_parity_all_severities(name):
     _deterministic_parity(name, ALL_CASES)
@@ -237,6 +238,7 @@ def test_random_parity_with_replayed_draws(name):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # every size x severity (minutes); test_random_parity_with_replayed_draws checks one case each
 @pytest.mark.parametrize("name", sorted(RANDOM))
 def test_random_parity_all_severities(name):
     _random_parity(name, ALL_CASES)
