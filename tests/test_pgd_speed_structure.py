@@ -55,6 +55,8 @@ def test_conv_values_and_gradients_identical_to_lax(case):
     np.testing.assert_array_equal(ours(x, w), ref(x, w))
     for a, b in zip(jax.grad(loss(ours), (0, 1))(x, w), jax.grad(loss(ref), (0, 1))(x, w)):
         np.testing.assert_array_equal(a, b)
+    if case not in (CONV_CASES[0], CONV_CASES[-1]):  # higher orders: the plain and the most general case
+        return
     # forward mode, second order (Hessian) and double backprop through the input gradient
     np.testing.assert_allclose(jax.jvp(loss(ours), (x, w), (x, w))[1], jax.jvp(loss(ref), (x, w), (x, w))[1],
                                rtol=1e-6)
