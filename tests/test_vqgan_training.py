@@ -102,10 +102,9 @@ def test_patch_discriminator_matches_taming():
 
 
 def test_training_lowers_the_reconstruction_loss_and_leaves_a_loadable_vqgan(tmp_path):
-    config = vqgan_digits.get_config("smoke")
+    config = vqgan_digits.get_config("smoke")  # with its PatchGAN term; the programs of the config's smoke test
     with config.unlocked():
-        config.vqgan.disc_weight = 0.0
-        config.train.update(num_steps=30, log_every=10, batch_size=16)
+        config.train.update(num_steps=30, log_every=10)
     workdir = str(tmp_path / "vq")
     report = trainers.train_and_evaluate(config, workdir)
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
@@ -122,10 +121,7 @@ def test_training_lowers_the_reconstruction_loss_and_leaves_a_loadable_vqgan(tmp
 
 
 def test_an_interrupted_run_resumes_and_missing_files_are_explained(tmp_path):
-    config = vqgan_digits.get_config("smoke")
-    with config.unlocked():
-        config.vqgan.disc_weight = 0.0  # the GAN path is covered above and by the smoke test of the config
-        config.train.batch_size = 16  # the programs of the test above: compiled once (persistent cache)
+    config = vqgan_digits.get_config("smoke")  # the programs of the test above: compiled once (persistent cache)
     workdir = str(tmp_path / "vq")
     trainers.train_and_evaluate(config, workdir)
     with config.unlocked():
