@@ -39,10 +39,11 @@ VARIANTS = [("digits_amp", "lambda"), ("digits_amp", "geometric"), ("digits_amp"
 
 # Smoke runs that compile the largest programs (minutes of the suite on 2 CPU cores) and whose method, trainer and
 # evaluation a smaller recipe's smoke run covers: imagenet_pgd_at_resnet50 (cifar10_pgd_at), imagenet_advbn_resnet50
-# (digits_advbn), imagenet_dat_* (digits_dat), imagenet_vit_at (cifar10_vit_at), vqgan_cifar10 (vqgan_digits).
-# In the default run their train step is traced with the recipe's own model, method and optimiser below.
+# (digits_advbn), imagenet_dat_* (digits_dat), imagenet_vit_at and cifar10_subset_vit (cifar10_vit_at), vqgan_cifar10
+# (vqgan_digits), cifar10_amp (digits_amp, cifar10_subset_amp), cifar10_mixacm (digits_mixacm). In the default run
+# their train step is traced with the recipe's own model, method and optimiser (test_smoke_train_step_traces).
 HEAVY_SMOKE = ("imagenet_pgd_at_resnet50", "imagenet_advbn_resnet50", "imagenet_dat_resnet50", "imagenet_dat_vit_b16",
-               "imagenet_vit_at", "vqgan_cifar10")
+               "imagenet_vit_at", "cifar10_subset_vit", "vqgan_cifar10", "cifar10_amp", "cifar10_mixacm")
 
 
 def _smoke_param(name):
