@@ -58,12 +58,13 @@ def kernel_env(tmp_path, monkeypatch):
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
     monkeypatch.setenv("MPLBACKEND", "Agg")
     # The notebooks compile identical programs for both of their models (init, evaluation, attacks): a
-    # persistent compilation cache shared by them roughly halves the run time on a small CPU. A cache
-    # the environment already names (e.g. one CI keeps between runs) is used as is.
+    # persistent compilation cache shared by them roughly halves the run time on a small CPU. The suite's
+    # shared cache (tests/conftest.py) is used as is, with its thresholds: in its locked mode every write
+    # rescans the directory, so the kernels must not add thousands of tiny entries to it.
     if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
         monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "jax_cache"))
-    monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-    monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+        monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+        monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
     (tmp_path / "tmp").mkdir()
     monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))  # what the notebooks put in tempfile.mkdtemp()
     workdir = tmp_path / "cwd"
