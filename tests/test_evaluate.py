@@ -276,7 +276,8 @@ def test_a_real_corruption_runs_in_the_engine(variables_path):
 
 
 @pytest.mark.slow
-def test_every_implemented_corruption_runs_in_the_engine(variables_path):
+@pytest.mark.heavy  # a minute (every corruption compiled): the test above runs the engine's path with one of them,
+def test_every_implemented_corruption_runs_in_the_engine(variables_path):  # tests/test_corruptions_* check each one
     if not _implemented():
         pytest.skip("no corruption implemented yet")
     _check_real_corruptions(_implemented(), variables_path)
