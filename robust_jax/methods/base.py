@@ -60,6 +60,16 @@ def training_rng(key, forward: int = 0):
     return jax.random.fold_in(key, _TRAINING_STREAM + forward)
 
 
+# fold_in data of the batch-mixing key of an attacked loss (PGD-AT's mixup / cutmix): the attack keeps `key`
+# itself, so a run without mixing draws exactly what it drew before mixing existed.
+_MIXING_STREAM = 0x313C0000
+
+
+def mixing_rng(key):
+    """The key that mixes an attacked loss's batch, independent of the attack's and the forwards' keys."""
+    return jax.random.fold_in(key, _MIXING_STREAM)
+
+
 @dataclasses.dataclass(frozen=True)
 class PGDAttack:
     """The PGD attack a method trains against: `attacks.pgd` settings plus the model mode it sees.

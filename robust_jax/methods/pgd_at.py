@@ -18,12 +18,10 @@ from robust_jax import mixing as mixing_lib
 from robust_jax.attacks.losses import cross_entropy
 from robust_jax.checks import check_batch
 from robust_jax.methods.base import (ATTACK_CONFIG, Classifier, Method, PGDAttack, accuracy, attack_from_config,
-                                     training_rng)
+                                     mixing_rng, training_rng)
 from robust_jax.methods.standard import mixed_targets, mixing_from_config
 
 CONFIG = dict(attack=ATTACK_CONFIG, **mixing_lib.CONFIG)
-# fold_in data of the mixing key: the attack keeps `key` itself, so runs without mixing are unchanged.
-_MIXING_STREAM = 0x313C0000
 
 
 def pgd_at_loss(apply_fn, params, model_state, batch, key, *, attack: PGDAttack = PGDAttack(),
@@ -33,7 +31,7 @@ def pgd_at_loss(apply_fn, params, model_state, batch, key, *, attack: PGDAttack 
     `epoch`: the fractional training epoch, read only by the attack's ARD/PRM schedule (None: after its warm-up)."""
     check_batch(batch)
     classifier = Classifier(apply_fn)
-    x, y = mixed_targets(batch, jax.random.fold_in(key, _MIXING_STREAM), mixing)
+    x, y = mixed_targets(batch, mixing_rng(key), mixing)
     x_adv = attack.run(classifier, params, model_state, x, y, key, epoch=epoch)
     logits, model_state = classifier(params, model_state, x_adv, train=True, rng=training_rng(key))
     loss = jnp.mean(cross_entropy(logits, y))
