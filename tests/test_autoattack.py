@@ -15,7 +15,7 @@ import pytest
 
 from robust_jax.attacks import pgd
 from robust_jax.attacks import sanity_checks
-from robust_jax.attacks.autoattack import AutoAttack, AutoAttackResult, _bucket
+from robust_jax.attacks.autoattack import AutoAttack, AutoAttackResult, _bucket, _reuse
 from robust_jax.attacks.sanity_checks import SanityCheckWarning
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # tests/ is not a package
@@ -54,8 +54,14 @@ def _rows(batch_x, x):
 
 # --- filtering, buckets, custom attacks --------------------------------------------------------------------
 def test_bucket_sizes():
-    assert [_bucket(n, 500, 1) for n in (1, 8, 9, 33, 200, 256, 257, 500)] == [8, 8, 16, 40, 224, 256, 320, 500]
-    assert _bucket(3, 64, 8) == 8 and _bucket(9, 64, 8) == 16 and _bucket(20, 20, 8) == 24
+    sizes = np.array([_bucket(n, 2000, 1) for n in range(1, 2001)])
+    assert list(sizes[:32]) == list(range(1, 33))  # the tail runs exactly
+    assert np.all(sizes >= np.arange(1, 2001)) and np.all(sizes / np.arange(1, 2001) < 1 + 1 / 16)  # waste
+    assert len(set(sizes[1024:])) == 16  # a sixteenth of the octave: 16 shapes per octave
+    assert [_bucket(n, 500, 1) for n in (33, 200, 257, 500)] == [34, 200, 272, 500]
+    assert _bucket(3, 64, 8) == 8 and _bucket(9, 64, 8) == 16 and _bucket(20, 20, 8) == 24  # mesh multiple
+    # a compiled size within n/10 (or one point) is reused, else the bucket
+    assert _reuse(9, 9, {10}) == 10 and _reuse(8, 8, {10}) == 8 and _reuse(50, 50, {52, 54}) == 52
 
 
 def test_each_attack_sees_only_points_still_robust():
@@ -71,12 +77,13 @@ def test_each_attack_sees_only_points_still_robust():
     for spy, allowed in ((first, clean_correct), (second, res.robust)):
         seen = set()
         for bx, by in spy.batches:
-            assert len(bx) in (8, 16) and len(bx) <= 16  # padded to a bucket, at most batch_size
+            assert len(bx) <= 16  # padded to a bucket, at most batch_size
             rows = _rows(bx, x)
             assert all(allowed[rows]), "an attack was given a point that was not robust any more"
             np.testing.assert_array_equal(by, y[rows])
             seen.update(rows)
         assert seen == set(np.flatnonzero(allowed))  # ...and every robust point was attacked
+    assert res.attack_points["first"] == (clean_correct.sum(), sum(len(bx) for bx, _ in first.batches))
     # the skipping spies changed nothing, so the result is pgd's, recomputed directly on all points
     x_pgd = np.asarray(_pgd(0.05)(lambda xb: apply_fn(params, xb), x, y, None))
     fooled = clean_correct & (np.asarray(jnp.argmax(apply_fn(params, x_pgd), -1)) != y)

@@ -9,6 +9,7 @@ from twin import digits_test_points, torch_twin, trained_twin
 
 from robust_jax.attacks.fab_attack import fab, random_start
 from robust_jax.attacks.fab_projections import project_l2, project_linf
+from robust_jax.attacks.sort_keys import argsort_rows
 
 
 def _norms(a, x, norm):
@@ -49,6 +50,19 @@ def test_projection_parity_with_reference(norm):
         c = np.sum(w * t, 1) - b
         first = np.all(np.abs(d + (c / (w ** 2).sum(1))[:, None] * w) < 1e-6, axis=1)
     assert 0 < np.sum(first) < on_plane.sum()
+
+
+def test_int_key_argsort_is_the_stable_float_argsort():
+    """The projections' sort (`sort_keys.argsort_rows`): the permutation of jnp.argsort, ties by index,
+    -0.0 == 0.0, NaNs last, infinities in place."""
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=(6, 300)).astype(np.float32)
+    v[:, :60] = 0.0
+    v[:, 60:90] = 1.0
+    v[0, :30:2] = -0.0
+    v[1, 5], v[1, 9], v[2, 3], v[2, 4] = np.nan, -np.nan, np.inf, -np.inf
+    v[3] = np.round(v[3])  # many ties
+    np.testing.assert_array_equal(np.asarray(jax.jit(argsort_rows)(v)), np.asarray(jnp.argsort(v, axis=1)))
 
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])

@@ -19,9 +19,11 @@ Named attacks in version="custom" take the reference's constructor defaults (APG
 
 Mechanics: on the host, the still-robust points are gathered, cut into batches of `batch_size` and each
 batch padded (by repeating its own points, so an attack never sees a point already broken) up to a
-bucketed size (powers of two, at least 8, a multiple of the mesh's data axis), so the number of shapes
-and hence compiles stays small. Each attack is `jax.jit`ted once with the variables as an argument; the
-compiled program attacks the batch and predicts the class of the result. Keys are folded from `seed`.
+bucketed size (n rounded up to a sixteenth of its octave: exact up to 32 points, < 1/16 waste above; a
+multiple of the mesh's data axis), and an attack reuses a size it has compiled when that wastes at most
+1/10 (or one point), so the number of shapes and hence compiles stays small. Each attack is `jax.jit`ted
+once with the variables as an argument; the compiled program attacks the batch and predicts the class of
+the result. Keys are folded from `seed`.
 
 Deliberate differences from the reference:
 - targeted attacks loop over target ranks outside the batches (for each rank, every still-robust point),
@@ -53,7 +55,6 @@ from robust_jax.checks import check_bounds, check_images, check_labels
 VERSIONS = ("standard", "plus", "rand", "custom")
 ATTACK_NAMES = ("apgd-ce", "apgd-t", "fab-t", "square", "apgd-dlr", "fab")
 _NORMS = {"linf": "linf", "l2": "l2"}
-_MIN_BUCKET = 8
 
 
 @dataclasses.dataclass
@@ -66,6 +67,8 @@ class AutoAttackResult:
     robust_accuracy: float
     seconds: float
     attack_seconds: dict = dataclasses.field(default_factory=dict)  # {attack name: wall seconds}
+    # {attack name: (points attacked, points run incl. padding)}, summed over batches and target ranks
+    attack_points: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,13 +136,22 @@ VERSION_ATTACKS = {"standard": ("apgd-ce", "apgd-t", "fab-t", "square"),
 
 
 def _bucket(n: int, batch_size: int, multiple: int) -> int:
-    """Padded batch size for n points: n rounded up to an eighth of its octave (a multiple of
-    2^(bitlen(n-1)-3), at least 8), so padding wastes at most ~1/8 of the work (powers of two wasted up to
-    half: 33 points ran as 64); at most `batch_size`; rounded up to a multiple of `multiple` (the mesh's
-    data-axis size). Compiles stay few: an attack sees one bucket per batch of a run."""
-    step = max(_MIN_BUCKET, 1 << max(0, max(0, n - 1).bit_length() - 3))
-    size = min(max(_MIN_BUCKET, -(-n // step) * step), batch_size)
-    return -(-max(size, n) // multiple) * multiple
+    """Padded batch size for n points: n rounded up to a sixteenth of its octave (a multiple of
+    2^(bitlen(n-1)-5), at least 1), so padding wastes less than 1/16 of the work (n <= 32 runs exactly; the
+    former minimum of 8 and eighths ran the last 10 robust points as 16); at most `batch_size`; rounded up
+    to a multiple of `multiple` (the mesh's data-axis size). Shapes stay few: an attack sees one bucket per
+    batch of a run, and reuses a size it has compiled when that pads little more (`_reuse`)."""
+    step = 1 << max(0, max(0, n - 1).bit_length() - 5)
+    size = min(-(-n // step) * step, batch_size)
+    return -(-max(size, n, 1) // multiple) * multiple
+
+
+def _reuse(n: int, bucket: int, compiled) -> int:
+    """The size to run n points at, given the sizes an attack has compiled already: the smallest compiled
+    size from n up to n + max(1, n/10) (a recompile costs more than that padding when an attack's points
+    shrink by a few between target ranks), else `bucket`."""
+    fits = [s for s in compiled if n <= s <= max(bucket, n + max(1, n // 10))]
+    return min(fits) if fits else bucket
 
 
 class AutoAttack:
@@ -151,7 +163,10 @@ class AutoAttack:
     version="rand", `apply_fn(variables, x, key)`. `n_target_classes` caps the targets of APGD-T/FAB-T
     (min(n_target_classes, n_classes - 1) are used). `mesh`: shard each batch along its data axis.
     `log`: where progress lines go (None: silent); `progress`: a tqdm bar (where tqdm is installed);
-    `checks`: the sanity checks.
+    `checks`: the sanity checks. An instance keeps its compiled attacks: run it again (other points, other
+    variables of the same shapes) rather than building a new one. Across processes, JAX's persistent
+    compilation cache (`jax.config.update("jax_compilation_cache_dir", path)`, a process-wide setting this
+    class never changes) keeps the compiled programs on disk.
     """
 
     def __init__(self, apply_fn: Callable, *, norm: str, eps: float, version: str = "standard",
@@ -190,7 +205,7 @@ class AutoAttack:
         self.stages = tuple(stages)
         self.multiple = 1 if mesh is None else int(mesh.shape[_data_axis()])
         self.batch_size = -(-batch_size // self.multiple) * self.multiple
-        self._jitted, self._static_rank = {}, set()
+        self._jitted, self._static_rank, self._sizes = {}, set(), {}
         self._predict = compile_options.jit(self._predict_impl)
         self._forward = compile_options.jit(lambda v, xb: self.apply_fn(v, xb))
         self._gradients = compile_options.jit(lambda v, xb, yb, key: sanity_checks.input_gradients(
@@ -240,11 +255,16 @@ class AutoAttack:
         from robust_jax import parallel
         return tuple(jax.device_put(a, parallel.batch_sharding(self.mesh)) for a in arrays)
 
-    def _batches(self, idx):
-        """Yields (chunk indices, padded indices) covering `idx` in batches."""
+    def _batches(self, idx, compiled=None):
+        """Yields (chunk indices, padded indices) covering `idx` in batches. `compiled`: a set of the sizes an
+        attack has run at (updated here), so a size within 1/10 is reused rather than compiled anew."""
         for start in range(0, len(idx), self.batch_size):
             chunk = idx[start:start + self.batch_size]
-            yield chunk, np.resize(chunk, _bucket(len(chunk), self.batch_size, self.multiple))
+            size = _bucket(len(chunk), self.batch_size, self.multiple)
+            if compiled is not None:
+                size = _reuse(len(chunk), size, compiled)
+                compiled.add(size)
+            yield chunk, np.resize(chunk, size)
 
     def predict(self, variables, x, key=None) -> np.ndarray:
         """Predicted classes of x (host numpy), in padded buckets of the attack batches."""
@@ -293,19 +313,22 @@ class AutoAttack:
 
         clean_correct = self.predict(variables, x, jax.random.fold_in(root, 10**6)) == y
         robust, x_adv = clean_correct.copy(), x.copy()
-        per_attack, attack_seconds = {"clean": float(clean_correct.mean())}, {}
+        per_attack, attack_seconds, attack_points = {"clean": float(clean_correct.mean())}, {}, {}
         self.log(f"initial accuracy: {clean_correct.mean():.2%}")
         bar = _progress_bar(total=len(self.stages), enabled=self.progress)
         t_attacks = time.time()
         for s_i, stage in enumerate(self.stages):
             t0 = time.time()
+            sizes, points = self._sizes.setdefault(stage.name, set()), [0, 0]
             ranks = range(2, n_targets + 2) if stage.targeted else [None]
             if not robust.any():
                 self.log(f"no robust points left, skipping {stage.name}")
             for t_i, rank in enumerate(ranks):
                 idx = np.flatnonzero(robust)
                 n_batches = -(-len(idx) // self.batch_size)
-                for b, (chunk, padded) in enumerate(self._batches(idx)):
+                for b, (chunk, padded) in enumerate(self._batches(idx, sizes)):
+                    points[0] += len(chunk)
+                    points[1] += len(padded)
                     bar.set_postfix_str(f"{stage.name}" + (f" target {rank}" if rank else "")
                                         + f" batch {b + 1}/{n_batches}, robust {int(robust.sum())}/{n}")
                     key = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(root, s_i), t_i), b)
@@ -318,6 +341,7 @@ class AutoAttack:
                     self.log(f"{stage.name}" + (f" target {rank}" if rank else "")
                              + f" - {b + 1}/{n_batches} - {int(fooled.sum())} out of {len(chunk)} successfully perturbed")
             attack_seconds[stage.name] = time.time() - t0
+            attack_points[stage.name] = tuple(points)
             per_attack[stage.name] = float(robust.mean())
             bar.update(1)
             bar.set_postfix_str(f"robust {int(robust.sum())}/{n}")
@@ -342,7 +366,8 @@ class AutoAttack:
         per_attack.pop("clean")
         return AutoAttackResult(x_adv=x_adv, clean_correct=clean_correct, robust=robust, per_attack=per_attack,
                                 clean_accuracy=float(clean_correct.mean()), robust_accuracy=float(robust.mean()),
-                                seconds=time.time() - t_start, attack_seconds=attack_seconds)
+                                seconds=time.time() - t_start, attack_seconds=attack_seconds,
+                                attack_points=attack_points)
 
 
 def _data_axis():

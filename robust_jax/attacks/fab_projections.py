@@ -12,7 +12,8 @@ sums give that function at every breakpoint, and a fixed-length bisection (ceil(
 finds the segment holding the root, whose linear piece is then solved in closed form. Rows are handled
 together with static shapes: every branch (root before the first breakpoint, root inside, infeasible)
 is computed for every row and the applicable one selected, where the PyTorch reference (AutoAttack's
-`fab_projections.py`) indexes the subsets.
+`fab_projections.py`) indexes the subsets. The sorts go through int32 keys (`sort_keys.argsort_rows`, the
+permutation of a stable float argsort, 1.6-2x faster on XLA:CPU).
 
 The arithmetic (sign conventions, the 1e12 sentinels for coordinates with w ~ 0, the bisection bounds)
 follows the reference so that results agree to float rounding; ties in the sorts do not change the
@@ -29,6 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from robust_jax.attacks.primitives import UNIT_BOX
+from robust_jax.attacks.sort_keys import argsort_rows
 
 _BIG = 1e12  # sentinel breakpoint for coordinates whose weight is ~0 (they never bind)
 
@@ -93,7 +95,7 @@ def _project_linf_unit(t, w, b):
     nonzero = (w != 0).astype(t.dtype)
     d = (a - t) * nonzero  # the full move to that face
     cap = a - t * (2 * a - 1)  # |a - t|
-    order = jnp.argsort(cap, axis=1)
+    order = argsort_rows(cap)
     desc = order[:, ::-1]  # largest cap first
 
     b = b - jnp.sum(w * t, axis=1)  # required change of <w, .>: <= 0
@@ -136,7 +138,7 @@ def _project_l2_unit(t, w, b):
     r = jnp.clip(jnp.maximum(t / w, (t - 1) / w), -_BIG, _BIG)
     r = jnp.where(live, r, _BIG)
     r = jnp.where(r == -_BIG, _BIG, r)
-    order = jnp.argsort(r, axis=1)
+    order = argsort_rows(r)
     rs = _gather(r, order)
     rs_next = jnp.concatenate([rs[:, 1:], jnp.zeros_like(rs[:, :1])], axis=1)
     rs = jnp.where(rs == _BIG, 0.0, rs)
