@@ -38,7 +38,8 @@ def get_config(arg=None):
     c.eval.corruptions.update(names=CORRUPTIONS, severities=(1, 2, 3, 4, 5))
     if "smoke" in args:
         common.smoke(c, image="16x16x1", model_kwargs=None)
+        # vqgan_digits' smoke architecture: the DAT notebook's fast mode (that VQGAN, trained) reuses these programs
         c.method.vqgan.update(checkpoint="random-init", name="openimages_f8_16384",
-                              kwargs=dict(ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(),
+                              kwargs=dict(ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,),
                                           resolution=16, n_embed=16, in_channels=1, out_ch=1))
     return common.lock(c)
