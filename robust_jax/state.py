@@ -7,6 +7,7 @@ import flax
 import jax
 import jax.numpy as jnp
 import optax
+from jax.flatten_util import ravel_pytree
 
 # The key of `TrainState.params` under which a method keeps trainable parameters of its own (MixACM's feature
 # projections, `Method.init_params`): trained with the model, never part of the model's variables.
@@ -62,7 +63,9 @@ def make_train_step(method, tx: optax.GradientTransformation, *, ema_decay: floa
                                                         *extra)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        finite = jnp.isfinite(loss) & jnp.all(jnp.array([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
+        # One reduction over the raveled gradients: a reduction per leaf, each feeding the per-leaf selects below,
+        # made XLA:CPU compile steps several times slower (VQGAN smoke step 29.5 s vs 6.1 s, 165 leaves).
+        finite = jnp.isfinite(loss) & jnp.all(jnp.isfinite(ravel_pytree(grads)[0]))
         ema_params = state.ema_params
         if ema_decay:
             ema_params = jax.tree.map(lambda e, p: ema_decay * e + (1 - ema_decay) * p, ema_params, params)
