@@ -31,9 +31,8 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
     config_checks.validate(config, "train", device_count=jax.device_count())
     config_checks.check_data(config)
     mesh = parallel.make_mesh()
-    run = builders.build_run(config, mesh)
+    run, method = build(config, mesh)
     config_checks.check_run_length(run.total_steps, config)
-    method = methods.get(config.method, run.model, run.num_classes, steps_per_epoch=run.steps_per_epoch)
     best = _best_checkpoint(config, workdir)
     run_config.save_config(config, workdir, allow_change=allow_config_change)
     ckpts = Checkpoints(workdir, keep=config.train.keep_checkpoints)
@@ -82,6 +81,13 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
                               class_names=shift_sets.class_names(data.source_for(config.data)))
         print(json.dumps({"final": {k: round(100 * v, 2) for k, v in results.items()}}))
     return report
+
+
+def build(config, mesh) -> tuple[builders.Run, methods.Method]:
+    """The run of a classifier config (`builders.build_run`) and its method, whose loss the train step
+    differentiates; `robust_jax.trainers.build` returns it for every classifier recipe."""
+    run = builders.build_run(config, mesh)
+    return run, methods.get(config.method, run.model, run.num_classes, steps_per_epoch=run.steps_per_epoch)
 
 
 def _best_checkpoint(config, workdir: str):

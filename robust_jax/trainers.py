@@ -4,6 +4,7 @@
     from robust_jax import trainers
     report = trainers.train_and_evaluate(config, workdir)   # what `main.py --mode train` runs
     report = trainers.evaluate(config, workdir)             # what `main.py --mode eval` runs
+    run, objective = trainers.build(config, mesh)           # what a train run starts from
 
 Both validate the config (`config_checks.validate`) before importing the trainer, so a bad value fails in
 seconds and before any workdir exists; the trainers check again with the device count.
@@ -14,9 +15,11 @@ import importlib
 
 # method.name -> "module:function" per mode; every other method.name trains a classifier. Imported on use, so
 # a run loads only its own trainer.
-CLASSIFIER = {"train": "robust_jax.train:train_and_evaluate", "eval": "robust_jax.evaluate:evaluate"}
+CLASSIFIER = {"train": "robust_jax.train:train_and_evaluate", "eval": "robust_jax.evaluate:evaluate",
+              "build": "robust_jax.train:build"}
 TRAINERS = {"vqgan": {"train": "robust_jax.vqgan_training.run:train_vqgan",
-                      "eval": "robust_jax.vqgan_training.run:evaluate_vqgan"}}
+                      "eval": "robust_jax.vqgan_training.run:evaluate_vqgan",
+                      "build": "robust_jax.vqgan_training.run:build"}}
 
 
 def _entry(config, mode: str):
@@ -39,3 +42,11 @@ def evaluate(config, workdir: str) -> dict:
 
     config_checks.validate(config, "eval")
     return _entry(config, "eval")(config, workdir)
+
+
+def build(config, mesh):
+    """(run, objective): what a train run of `config` starts from, before any checkpoint is restored. `run` is a
+    `builders.Run` (model, optimiser, schedule, initial state placed on `mesh`, lengths); `objective` owns the
+    `loss` and `frozen` that `state.make_train_step` takes (the method, or the VQGAN objective). For tools that
+    trace, time or inspect one train step of any recipe."""
+    return _entry(config, "build")(config, mesh)

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from robust_jax import builders, data, methods, parallel, trainers
+from robust_jax import data, parallel, trainers
 from robust_jax import state as state_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -55,15 +55,9 @@ def test_smoke_train_step_traces(name, arg):
     """The recipe's model, method, optimiser and train step fit together: one step traced (no compile) on a batch
     of the smoke data's shape gives a state of the same structure, shapes and dtypes, and finite-check metrics."""
     config = load(name, arg)
-    mesh = parallel.make_mesh()
-    if config.method.name == "vqgan":
-        from robust_jax.vqgan_training import run as vqgan_run
-        _, loss_owner, state, tx, *_ = vqgan_run._build(config, mesh)
-    else:
-        run = builders.build_run(config, mesh)
-        loss_owner, state, tx = methods.get(config.method, run.model, run.num_classes,
-                                            steps_per_epoch=run.steps_per_epoch), run.state, run.tx
-    step = state_lib.make_train_step(loss_owner, tx, ema_decay=config.optim.ema_decay)
+    run, loss_owner = trainers.build(config, parallel.make_mesh())
+    state = run.state
+    step = state_lib.make_train_step(loss_owner, run.tx, ema_decay=config.optim.ema_decay)
     b = config.train.batch_size
     batch = {"image": jax.ShapeDtypeStruct((b, *data.example_shape(config.data)), jnp.float32),
              "label": jax.ShapeDtypeStruct((b,), jnp.int32)}

@@ -11,7 +11,7 @@ import json
 
 import jax
 
-from robust_jax import compile_options, data, loop, optim, parallel, run_config
+from robust_jax import builders, compile_options, data, loop, optim, parallel, run_config
 from robust_jax import state as state_lib
 from robust_jax.checkpoint import Checkpoints
 from robust_jax.init_compile import jit_init
@@ -35,7 +35,9 @@ def build_model(config, image_shape) -> vqgan.VQModel:
     return model
 
 
-def _build(config, mesh):
+def build(config, mesh) -> tuple[builders.Run, VQGANObjective]:
+    """The run of a VQGAN config (model, optimiser, schedule, initial state placed on `mesh`, lengths) and the
+    objective its train step differentiates; `robust_jax.trainers.build` returns it for `method.name='vqgan'`."""
     image_shape = data.example_shape(config.data)
     spe = data.steps_per_epoch(config.data, config.train.batch_size)
     total = config.train.num_steps or int(round(config.train.epochs * spe))
@@ -45,7 +47,9 @@ def _build(config, mesh):
     schedule = optim.make_schedule(config.optim, steps_per_epoch=spe, total_steps=total)
     tx = optim.make_optimizer(config.optim, schedule, variables["params"])
     state = state_lib.create(variables, tx, ema=bool(config.optim.ema_decay))
-    return model, objective, parallel.shard_state(state, mesh), tx, schedule, spe, total
+    run = builders.Run(model, tx, schedule, parallel.shard_state(state, mesh), num_classes=0,
+                       image_shape=image_shape, steps_per_epoch=spe, total_steps=total)
+    return run, objective
 
 
 def _vqgan_variables(state, config):
@@ -70,13 +74,14 @@ def train_vqgan(config, workdir: str, *, allow_config_change: bool = False) -> d
         raise ValueError("train.select_best is for classifiers; a VQGAN run keeps its last state")
     parallel.initialize_distributed()
     mesh = parallel.make_mesh()
-    model, objective, state, tx, schedule, spe, total = _build(config, mesh)
+    run, objective = build(config, mesh)
+    model, total = run.model, run.total_steps
     ckpts = Checkpoints(workdir, keep=config.train.keep_checkpoints)
-    state = ckpts.restore_or(state)
+    state = ckpts.restore_or(run.state)
     run_config.save_config(config, workdir, allow_change=allow_config_change)
     writer = MetricsWriter(workdir, resume_step=int(state.step), final_step=total)
     compile_options.configure(config)  # XLA:CPU's faster conv path unless config.xla_cpu_fast_conv is False
-    step_fn = compile_options.jit(state_lib.make_train_step(objective, tx, ema_decay=config.optim.ema_decay),
+    step_fn = compile_options.jit(state_lib.make_train_step(objective, run.tx, ema_decay=config.optim.ema_decay),
                                   donate_argnums=0)
     batches = data.train_batches(config.data, global_batch_size=config.train.batch_size, mesh=mesh,
                                  seed=config.seed, start_step=int(state.step))
@@ -88,7 +93,7 @@ def train_vqgan(config, workdir: str, *, allow_config_change: bool = False) -> d
 
     frozen = parallel.replicate(objective.frozen, mesh)
     state = loop.fit(state, step_fn, batches, key=jax.random.key(config.seed + 1), frozen=frozen, total_steps=total,
-                     steps_per_epoch=spe, schedule=schedule, ckpts=ckpts, writer=writer,
+                     steps_per_epoch=run.steps_per_epoch, schedule=run.schedule, ckpts=ckpts, writer=writer,
                      log_every=config.train.log_every, checkpoint_every=config.train.checkpoint_every,
                      checkpoint_minutes=config.train.checkpoint_minutes, eval_every=config.train.eval_every,
                      evaluate=periodic_eval,
@@ -104,11 +109,12 @@ def evaluate_vqgan(config, workdir: str) -> dict:
     """Re-writes the reconstruction report (and vqgan.msgpack) from the latest checkpoint in `workdir`."""
     parallel.initialize_distributed()
     mesh = parallel.make_mesh()
-    model, _, state, *_ = _build(config, mesh)
+    run, _ = build(config, mesh)
+    model = run.model
     ckpts = Checkpoints(workdir)
     if ckpts.latest_step() is None:
         raise FileNotFoundError(f"no checkpoint in {ckpts.directory}: train the VQGAN first (--mode train)")
-    state = ckpts.restore_weights(state)
+    state = ckpts.restore_weights(run.state)
     ckpts.close()
     return _final_report(model, _vqgan_variables(state, config), config, mesh, workdir,
                          f"{ckpts.directory} (step {int(state.step)})")
