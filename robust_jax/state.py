@@ -64,7 +64,8 @@ def make_train_step(method, tx: optax.GradientTransformation, *, ema_decay: floa
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         # One reduction over the raveled gradients: a reduction per leaf, each feeding the per-leaf selects below,
-        # made XLA:CPU compile steps several times slower (VQGAN smoke step 29.5 s vs 6.1 s, 165 leaves).
+        # made XLA:CPU compile steps several times slower (VQGAN smoke step 29.5-30.2 s vs 6.1-7.2 s, 165 leaves;
+        # benchmarks/README.md, "Compile time and memory").
         finite = jnp.isfinite(loss) & jnp.all(jnp.isfinite(ravel_pytree(grads)[0]))
         ema_params = state.ema_params
         if ema_decay:
