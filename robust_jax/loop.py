@@ -46,7 +46,8 @@ class TrainingTerminated(SystemExit):
 class StopRequests:
     """While active (a `with` block in the main thread), SIGINT and SIGTERM only record that a stop was asked
     for, so the loop can finish its step and save. The handler puts the previous one back at once: a second
-    Ctrl-C interrupts immediately (e.g. during a long compile), a second SIGTERM acts as it did before."""
+    Ctrl-C interrupts immediately (e.g. during a long compile), a second SIGTERM acts as it did before. A signal
+    the process ignores (SIGINT of a background job started by a shell script, `nohup`) stays ignored."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -56,6 +57,8 @@ class StopRequests:
 
     def __enter__(self):
         for sig in self.SIGNALS:
+            if signal.getsignal(sig) is signal.SIG_IGN:
+                continue
             try:
                 self._previous[sig] = signal.signal(sig, self._handle)
             except ValueError:  # not the main thread (a worker thread): signals act as usual

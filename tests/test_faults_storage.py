@@ -216,8 +216,31 @@ def _signal_during(monkeypatch, signum, *, at_step, during):
         monkeypatch.setattr(Checkpoints, "save", save)
 
 
+@pytest.fixture
+def ctrl_c_interrupts():
+    """SIGINT raises KeyboardInterrupt during the test, as in an interactive Python, even where the suite was
+    started with SIGINT ignored (a background job of a shell script)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_an_ignored_signal_stays_ignored_while_training():
+    previous, term = signal.signal(signal.SIGINT, signal.SIG_IGN), signal.getsignal(signal.SIGTERM)
+    try:
+        with loop.StopRequests() as stops:
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) is not term  # the signal not ignored is caught
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.01)
+        assert stops.received is None
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN and signal.getsignal(signal.SIGTERM) is term
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def test_sigint_finishes_the_step_saves_it_and_the_rerun_equals_an_uninterrupted_run(tmp_path, monkeypatch,
-                                                                                      finished):
+                                                                                      finished, ctrl_c_interrupts):
     config, workdir = finished["config"], str(tmp_path / "run")
     _signal_during(monkeypatch, signal.SIGINT, at_step=4, during="batch")
     with pytest.raises(KeyboardInterrupt) as stopped:
