@@ -9,7 +9,6 @@ within ~1e-5 of a grey level can round to the neighbouring level (see docs/corru
 """
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 
 from robust_jax.corruptions import params as params_lib
@@ -47,33 +46,30 @@ def saturate(key, image, severity: int, params: str = "imagenet"):
 
 
 def pixelate_batch(key, images, severity: int, params: str = "imagenet"):
-    """`pixelate` of a batch `[B, H, W, 3]` at once (what `corrupt` calls: see `resample.materialise`).
+    """`pixelate` of a batch `[B, H, W, 3]` at once (what `corrupt` calls).
 
     Pillow BOX downsizing to `int(side * c)` then back to the original size, on the uint8 image
     (`round(255 x)`, the reference's input), with Pillow's fixed-point arithmetic: exact. ImageNet-C
-    resizes back with NEAREST, CIFAR-10-C with BOX again."""
+    resizes back with NEAREST, CIFAR-10-C with BOX again. The downsizing is compiled apart from the resize
+    back up (`resample.separately`), which XLA:CPU would otherwise fuse with it, recomputing the box sums
+    for every output pixel."""
     del key
     h, w = images.shape[-3:-1]
     c = params_lib.pick(params, PIXELATE, "pixelate")[severity - 1]
 
-    def down(image):
-        pixels = jnp.round(jnp.clip(image, 0.0, 1.0) * 255.0).astype(jnp.int32)
-        return resample.pil_resize_box_uint8(pixels, int(h * c), int(w * c))
+    def down(batch):
+        pixels = jnp.round(jnp.clip(batch, 0.0, 1.0) * 255.0).astype(jnp.int32)
+        return resample.pil_resize_box_uint8(pixels, int(h * c), int(w * c), axes=(1, 2))
 
-    def up(small):
-        if params == "cifar":
-            return resample.pil_resize_box_uint8(small, h, w)
-        return resample.pil_resize_nearest(small, h, w)
-
-    if images.ndim == 3:
-        return up(down(images)).astype(jnp.float32) / 255.0
-    small = resample.materialise(jax.vmap(down)(images))
-    return jax.vmap(up)(small).astype(jnp.float32) / 255.0
+    small = resample.separately(down, images)
+    if params == "cifar":
+        return resample.pil_resize_box_uint8(small, h, w, axes=(1, 2)).astype(jnp.float32) / 255.0
+    return resample.pil_resize_nearest(small, h, w, axes=(1, 2)).astype(jnp.float32) / 255.0
 
 
 def pixelate(key, image, severity: int, params: str = "imagenet"):
     """Pixelate one `[H, W, 3]` image (see `pixelate_batch`; same values)."""
-    return pixelate_batch(key, image, severity, params)
+    return pixelate_batch(key, image[None], severity, params)[0]
 
 
 CORRUPTIONS = {
