@@ -31,12 +31,28 @@ def load_eval_variables(config, workdir, run):
         template = jax.eval_shape(lambda: run.state.eval_variables(use_ema=False))
         return variables_io.load_variables(config.eval.checkpoint, template), config.eval.checkpoint
     ckpts = weights_checkpoints(workdir)
-    if ckpts.latest_step() is None:
-        raise FileNotFoundError(f"no checkpoint in {ckpts.directory} and no eval.checkpoint set: train first "
-                                "(--mode train) or point --config.eval.checkpoint at a variables file")
+    _require_a_checkpoint(ckpts)
     state = ckpts.restore_weights(run.state)
     ckpts.close()
     return state.eval_variables(config.eval.use_ema), f"{ckpts.directory} (step {int(state.step)})"
+
+
+def _require_a_checkpoint(ckpts) -> None:
+    if ckpts.latest_step() is None:
+        raise FileNotFoundError(f"no checkpoint in {ckpts.directory} and no eval.checkpoint set: train first "
+                                "(--mode train) or point --config.eval.checkpoint at a variables file")
+
+
+def _require_weights(config, workdir: str) -> None:
+    """Raises FileNotFoundError when there is nothing to evaluate: checked before the model is built and its
+    initialisation compiled, so the mistake is reported in seconds."""
+    if config.eval.checkpoint:
+        if not os.path.exists(config.eval.checkpoint):
+            raise FileNotFoundError(f"no variables file at {config.eval.checkpoint!r} (eval.checkpoint)")
+        return
+    ckpts = weights_checkpoints(workdir)
+    _require_a_checkpoint(ckpts)
+    ckpts.close()
 
 
 def variables_id(config, source: str) -> str:
@@ -56,6 +72,7 @@ def evaluate(config, workdir: str) -> dict:
     compile_options.configure(config)  # XLA:CPU's faster conv path for the suite unless config.xla_cpu_fast_conv is False
     config_checks.validate(config, "eval", device_count=jax.device_count())
     config_checks.check_data(config)
+    _require_weights(config, workdir)
     mesh = parallel.make_mesh()
     run = builders.build_run(config, mesh)
     variables, source = load_eval_variables(config, workdir, run)

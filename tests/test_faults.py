@@ -309,6 +309,21 @@ def test_command_line_errors_are_one_paragraph(tmp_path):
     assert "method.attack.eps: 0.15 -> 0.1" in r.stderr and "--allow_config_change" in r.stderr
 
 
+def test_evaluation_without_weights_fails_before_the_model_is_built(tmp_path, monkeypatch):
+    from robust_jax import evaluate
+
+    def build_run(*args):
+        raise AssertionError("the model was built although there is nothing to evaluate")
+
+    monkeypatch.setattr(evaluate.builders, "build_run", build_run)
+    config = default.get_config("smoke")
+    with pytest.raises(FileNotFoundError, match=r"no checkpoint in .*empty/checkpoints and no eval.checkpoint set"):
+        evaluate.evaluate(config, str(tmp_path / "empty"))
+    config.eval.checkpoint = str(tmp_path / "missing.msgpack")
+    with pytest.raises(FileNotFoundError, match=r"no variables file at .*missing.msgpack"):
+        evaluate.evaluate(config, str(tmp_path / "empty"))
+
+
 def test_the_command_line_describes_the_non_finite_guard_in_one_paragraph():
     from robust_jax import cli_errors as main
 
