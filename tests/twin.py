@@ -9,6 +9,7 @@ boundaries, and copies the weights into the PyTorch net. `digits_test_points(n)`
 from __future__ import annotations
 
 import functools
+from typing import Callable
 
 import flax.linen as nn
 import jax
@@ -16,17 +17,24 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from robust_jax.models import layers
+
 
 class FlaxTwin(nn.Module):
     """conv3x3(16) -> relu -> conv3x3(32, stride 2) -> relu -> global mean -> dense(num_classes).
-    Convs use padding 1 (torch semantics: `((1, 1), (1, 1))`)."""
+    Convs use padding 1 (torch semantics: `((1, 1), (1, 1))`) and `conv_general_dilated`: the library's
+    conv by default, as every robust_jax model (same values; input gradients inside attack loops on
+    XLA:CPU's fast path); `jax.lax.conv_general_dilated` is what flax's plain `nn.Conv` uses."""
 
     num_classes: int = 10
+    conv_general_dilated: Callable = layers.conv_general_dilated
 
     @nn.compact
     def __call__(self, x):
-        x = nn.relu(nn.Conv(16, (3, 3), padding=((1, 1), (1, 1)), name="conv1")(x))
-        x = nn.relu(nn.Conv(32, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)), name="conv2")(x))
+        conv = functools.partial(nn.Conv, kernel_size=(3, 3), padding=((1, 1), (1, 1)),
+                                 conv_general_dilated=self.conv_general_dilated)
+        x = nn.relu(conv(16, name="conv1")(x))
+        x = nn.relu(conv(32, strides=(2, 2), name="conv2")(x))
         return nn.Dense(self.num_classes, name="fc")(jnp.mean(x, axis=(1, 2)))
 
 
