@@ -275,12 +275,12 @@ def test_evaluation_uses_the_configured_bn_set_and_reports_it():
                                   progress=False)
 
 
-def test_feature_pictures_from_a_trained_workdir(tmp_path, capsys):
+def test_feature_pictures_from_a_saved_workdir(tmp_path, capsys):
     from configs import digits_advbn
-    from robust_jax import train
     from robust_jax.tools import advbn_features
+    from saved_runs import save_initial_state
 
-    train.train_and_evaluate(digits_advbn.get_config("smoke"), str(tmp_path))
+    save_initial_state(digits_advbn.get_config("smoke"), str(tmp_path))
     out = str(tmp_path / "pictures.png")
     rc = advbn_features.main(["--config", "configs/digits_advbn.py:smoke", "--workdir", str(tmp_path), "--num", "8",
                               "--output", out, "--eps", "0.3"])

@@ -1,12 +1,12 @@
-"""The visual-words view of DAT: arrays, the code-change map and the command line on a trained smoke run."""
+"""The visual-words view of DAT: arrays, the code-change map and the command line on a saved smoke run."""
 import os
 
 import jax
 import numpy as np
 
 from configs import digits_dat
-from robust_jax import train
 from robust_jax.tools import visual_words
+from saved_runs import save_initial_state
 
 
 def test_change_map_tints_exactly_the_flipped_cells():
@@ -19,9 +19,9 @@ def test_change_map_tints_exactly_the_flipped_cells():
     np.testing.assert_allclose(out[0, 2:, 2:], out[0, 2:, 2:, :1].repeat(3, -1))  # grey elsewhere
 
 
-def test_command_line_on_a_smoke_dat_run(tmp_path, capsys):
+def test_command_line_on_a_saved_dat_run(tmp_path, capsys):
     workdir = str(tmp_path / "dat")
-    train.train_and_evaluate(digits_dat.get_config("smoke"), workdir)
+    save_initial_state(digits_dat.get_config("smoke"), workdir)
     out = str(tmp_path / "vw.png")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     assert visual_words.main(["--config", os.path.join(root, "configs", "digits_dat.py:smoke"), "--workdir",
