@@ -12,6 +12,7 @@ from robust_jax import builders, methods, models, optim, state as state_lib
 from robust_jax.attacks import feature_stats
 from robust_jax.attacks.losses import cross_entropy
 from robust_jax.evaluation import bn_branch, runner
+from robust_jax.init_compile import jit_init
 from robust_jax.models import advbn, dual_bn, init_source, variables_io
 
 
@@ -73,7 +74,7 @@ def test_attack_on_a_foreign_network_raises_the_loss_and_stays_in_the_box():
     net = ForeignNet()
     x = jax.random.uniform(jax.random.key(0), (8, 8, 8, 3))
     y = jnp.arange(8) % 3
-    variables = net.init(jax.random.key(1), x)
+    variables = jit_init(lambda k: net.init(k, x))(jax.random.key(1))
     assert advbn.COLLECTION not in variables
     pert0 = advbn.init_perturbation(net.apply, variables, x)
     assert pert0["advbn_layer"]["s_mu"].shape == (2, 8)
@@ -96,7 +97,7 @@ def test_groups_are_attacked_independently():
     net = ForeignNet()
     x = jax.random.uniform(jax.random.key(3), (8, 8, 8, 3))
     y = jnp.arange(8) % 3
-    variables = net.init(jax.random.key(1), x)
+    variables = jit_init(lambda k: net.init(k, x))(jax.random.key(1))
 
     def attack(xs, ys):
         loss = lambda p: jnp.mean(cross_entropy(net.apply({**variables, advbn.COLLECTION: p}, xs), ys))
@@ -154,7 +155,7 @@ def test_step_trains_the_head_only_and_keeps_separate_bn_statistics():
     model, cfg = _method()
     method = methods.get(cfg, model, 10)
     batch = _batch()
-    variables = _distinct_bn_sets(model.init(jax.random.key(0), batch["image"], train=False))
+    variables = _distinct_bn_sets(jit_init(lambda k: model.init(k, batch["image"], train=False))(jax.random.key(0)))
     params, model_state = variables["params"], {"batch_stats": variables["batch_stats"]}
     (loss, (new_state, metrics)), grads = jax.value_and_grad(method.loss, has_aux=True)(
         params, model_state, batch, jax.random.key(1), 0)
@@ -192,7 +193,7 @@ def test_step_trains_the_head_only_and_keeps_separate_bn_statistics():
 def test_trainable_mask_freezes_the_front_in_the_optimiser():
     model, cfg = _method()
     batch = _batch()
-    variables = model.init(jax.random.key(0), batch["image"], train=False)
+    variables = jit_init(lambda k: model.init(k, batch["image"], train=False))(jax.random.key(0))
     mask = methods.trainable_mask(cfg, model, variables, (16, 16, 1))
     assert not any(jax.tree.leaves(mask["conv0"])) and not any(jax.tree.leaves(mask["layer1"]))
     assert all(jax.tree.leaves(mask["layer2"])) and all(jax.tree.leaves(mask["fc"]))
@@ -255,7 +256,7 @@ def test_evaluation_uses_the_configured_bn_set_and_reports_it():
     config.data.update(name="fake:16x16x1:10", num_classes=10)
     config.eval.update(batch_size=8, num_examples=16)
     x = jnp.zeros((1, 16, 16, 1))
-    variables = _distinct_bn_sets(model.init(jax.random.key(0), x, train=False))
+    variables = _distinct_bn_sets(jit_init(lambda k: model.init(k, x, train=False))(jax.random.key(0)))
     variables["batch_stats"] = jax.tree_util.tree_map_with_path(  # adv statistics far off: different predictions
         lambda p, v: v + 3.0 if "adv" in [str(getattr(k, "key", k)) for k in p] else v, variables["batch_stats"])
     from robust_jax import parallel

@@ -16,6 +16,7 @@ import pytest
 from configs import common
 from robust_jax import attacks, methods, mixing, models
 from robust_jax.attacks.losses import cross_entropy
+from robust_jax.init_compile import jit_init
 from robust_jax.methods import amp as amp_lib
 from robust_jax.methods.base import Classifier, PGDAttack
 
@@ -31,7 +32,7 @@ def setup():
     and eval mode differ); images in [0.3, 0.7], so that no [0,1] clip binds within eps = 0.1 of them."""
     model = models.get("small_cnn", num_classes=K, mean=(0.5,), std=(0.5,), widths=(4, 8, 8))
     x = 0.3 + 0.4 * jax.random.uniform(jax.random.key(0), (B, 8, 8, 1))
-    v = model.init(jax.random.key(1), x, train=False)
+    v = jit_init(lambda k: model.init(k, x, train=False))(jax.random.key(1))
     state = {"batch_stats": jax.tree.map(lambda a: 1.2 * a + 0.05, v["batch_stats"])}
     batch = {"image": x, "label": jnp.array([0, 1, 2, 3, 0, 1])}
     return model, jax.tree.map(lambda a: 2.0 * a, v["params"]), state, batch

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from robust_jax import models
+from robust_jax.init_compile import jit_init
 from robust_jax.models import vit as vit_lib
 from robust_jax.models.convert.vit import convert_timm_vit
 
@@ -117,7 +118,7 @@ def test_registry_parameter_counts(name, count):
 
 def test_init_follows_timm():
     model = models.get("vit", **SMALL)
-    v = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False)["params"]
+    v = jit_init(lambda k: model.init(k, jnp.zeros((1, 32, 32, 3)), train=False))(jax.random.key(0))["params"]
     b = v["blocks_0"]
     assert np.all(b["norm1"]["scale"] == 1) and np.all(b["norm1"]["bias"] == 0)
     assert np.all(b["attn"]["qkv"]["bias"] == 0) and np.all(v["head"]["bias"] == 0)
@@ -142,7 +143,7 @@ def test_drop_path_rates_follow_timm_linspace():
 def test_train_mode_randomness(rates):
     model = models.get("vit", **{**SMALL, **rates})
     x = np.random.RandomState(0).rand(8, 32, 32, 3).astype(np.float32)
-    v = model.init(jax.random.key(0), x, train=False)
+    v = jit_init(lambda k: model.init(k, x, train=False))(jax.random.key(0))
     k1, k2 = jax.random.key(1), jax.random.key(2)
     train = jax.jit(lambda v, x, k: model.apply(v, x, train=True, rngs={"dropout": k}))
     a, a2, b = train(v, x, k1), train(v, x, k1), train(v, x, k2)
@@ -156,7 +157,7 @@ def test_train_mode_randomness(rates):
 def test_zero_rates_train_mode_needs_no_rng_and_equals_eval():
     model = models.get("vit", **SMALL)
     x = np.random.RandomState(0).rand(2, 32, 32, 3).astype(np.float32)
-    v = model.init(jax.random.key(0), x, train=False)
+    v = jit_init(lambda k: model.init(k, x, train=False))(jax.random.key(0))
     np.testing.assert_array_equal(model.apply(v, x, train=True), model.apply(v, x, train=False))
 
 
@@ -171,7 +172,7 @@ def test_drop_path_is_per_sample_and_scaled():
 def test_wrong_input_size_and_bn_raise():
     model = models.get("vit", **SMALL)
     x = jnp.zeros((1, 32, 32, 3))
-    v = model.init(jax.random.key(0), x, train=False)
+    v = jit_init(lambda k: model.init(k, x, train=False))(jax.random.key(0))
     with pytest.raises(ValueError, match="image_size=32"):
         model.apply(v, jnp.zeros((1, 64, 64, 3)), train=False)
     with pytest.raises(ValueError, match="bn must be 'clean'"):

@@ -15,6 +15,7 @@ import pytest
 from robust_jax import attacks, methods, models
 from robust_jax.attacks import ard_prm
 from robust_jax.attacks.losses import cross_entropy, kl_divergence
+from robust_jax.init_compile import jit_init
 from robust_jax.methods.base import Classifier, PGDAttack
 from robust_jax.methods.pgd_at import pgd_at_loss
 from robust_jax.methods.trades import trades_loss
@@ -28,13 +29,17 @@ EPS, STEP = 8 / 255, 2 / 255
 def vit():
     model = models.get("vit", **SMALL)
     x = jax.random.uniform(jax.random.key(0), (4, 16, 16, 3), minval=0.1, maxval=0.9)
-    variables = model.init(jax.random.key(1), x, train=False)
-    # LayerNorm affine and biases moved off their init, so every term of the hand-written forward matters
-    leaves, tree = jax.tree.flatten(variables)
-    keys = jax.random.split(jax.random.key(2), len(leaves))
-    variables = jax.tree.unflatten(tree, [a + 0.1 * jax.random.normal(k, a.shape) for a, k in zip(leaves, keys)])
+    variables = jit_init(lambda k: model.init(k, x, train=False))(jax.random.key(1))  # one program, not one per shape
+    variables = jax.jit(_moved_off_init)(variables, jax.random.key(2))
     y = jnp.array([0, 3, 5, 9])
     return model, variables, x, y
+
+
+def _moved_off_init(variables, key):
+    """LayerNorm affine and biases moved off their init, so every term of the hand-written forward matters."""
+    leaves, tree = jax.tree.flatten(variables)
+    keys = jax.random.split(key, len(leaves))
+    return jax.tree.unflatten(tree, [a + 0.1 * jax.random.normal(k, a.shape) for a, k in zip(leaves, keys)])
 
 
 def _input_grad(model, variables, x, w, **hooks):

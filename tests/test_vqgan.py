@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from robust_jax.init_compile import jit_init
 from robust_jax.models import vqgan
 from robust_jax.models.convert import taming as convert_taming
 
@@ -152,7 +153,7 @@ def test_beta_weighs_the_codebook_term_in_legacy_mode_and_the_commitment_term_ot
 @pytest.fixture(scope="module")
 def small_model():
     model = vqgan.get("openimages_f8_16384", **SMALL["openimages_f8_16384"])
-    return model, model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))
+    return model, jit_init(lambda k: model.init(k, jnp.zeros((1, 16, 16, 3))))(jax.random.key(0))
 
 
 def test_decode_indices_of_encode_is_reconstruct_and_q_has_no_gradient(small_model):
