@@ -208,8 +208,7 @@ class AutoAttack:
         self._jitted, self._static_rank, self._sizes = {}, set(), {}
         self._predict = compile_options.jit(self._predict_impl)
         self._forward = compile_options.jit(lambda v, xb: self.apply_fn(v, xb))
-        self._gradients = compile_options.jit(lambda v, xb, yb, key: sanity_checks.input_gradients(
-            lambda xa: self._logits(v, xa, key), xb, yb))
+        self._probe = compile_options.jit(self._probe_impl)
 
     # --- the compiled pieces ---------------------------------------------------------------------------
     def _logits(self, variables, x, key):
@@ -222,6 +221,12 @@ class AutoAttack:
 
     def _predict_impl(self, variables, x, key):
         return jnp.argmax(self._logits(variables, x, key), axis=-1)
+
+    def _probe_impl(self, variables, x, y, key):
+        """The sanity checks' program: `sanity_checks.probe_model` (two forward passes for the randomness
+        check unless the model is randomised by design, and the input gradients)."""
+        return sanity_checks.probe_model(lambda xa: self._logits(variables, xa, key), x, y,
+                                         passes=1 if self.randomized else 2)
 
     def _attack_and_predict(self, stage, variables, x, y, key, target_rank):
         k_attack, k_pred = jax.random.split(key)
@@ -277,16 +282,19 @@ class AutoAttack:
 
     # --- the evaluation ----------------------------------------------------------------------------------
     def _sanity_checks(self, variables, x, y, n_classes, n_targets):
-        xs, ys = x[:self.batch_size], y[:self.batch_size]
-        key = jax.random.key(self.seed)
+        """The checks before attacking, on the first batch padded as `predict` pads it (one compiled program
+        of the same shape; only its real points are checked)."""
+        chunk, padded = next(self._batches(np.arange(len(x))))
+        xs, ys = self._put(x[padded], y[padded])
+        outputs, grads = self._probe(variables, xs, ys, jax.random.key(self.seed))
+        outputs = [np.asarray(o)[:len(chunk)] for o in outputs]
         if not self.randomized:
-            sanity_checks.check_randomized(lambda xb: self.apply_fn(variables, xb), xs, ys, log=self.log)
-        logits = self._logits(variables, xs, key)
-        sanity_checks.check_range_output(logits, log=self.log)
-        correct = np.asarray(jnp.argmax(logits, -1)) == ys  # the attacks only see clean-correct points
+            sanity_checks.check_randomized(outputs, y[chunk], log=self.log)
+        sanity_checks.check_range_output(outputs[0], log=self.log)
+        correct = outputs[0].argmax(-1) == y[chunk]  # the attacks only see clean-correct points
         if correct.any():
-            grads = self._gradients(variables, xs[correct], ys[correct], key)
-            sanity_checks.check_zero_gradients(grads, log=self.log)
+            at_correct = {k: np.asarray(g)[:len(chunk)][correct] for k, g in grads.items()}
+            sanity_checks.check_zero_gradients(at_correct, log=self.log)
         sanity_checks.check_n_classes(n_classes, [s.name for s in self.stages], n_targets, log=self.log)
 
     def run(self, variables, x, y) -> AutoAttackResult:

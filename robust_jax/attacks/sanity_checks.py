@@ -12,11 +12,14 @@ returned unchanged. A failure there is a bug in an attack or in the driver, not 
 so it raises.
 
 Deliberate differences from the reference:
-- the randomness check compares two eager forward passes (the reference: five), on the first batch;
-  under `jit` a JAX function can only be random through a key, so Python-level randomness (numpy,
-  time) is what an eager call can reveal and what would otherwise be frozen into the compiled attack;
+- the randomness check compares two forward passes (the reference: five eager ones) of the first batch,
+  each traced on its own into one compiled program (`probe_model`): under `jit` a JAX function can only
+  be random through a key, so Python-level randomness (numpy, time), drawn anew at every call of the
+  model, is what two calls can reveal and what would otherwise be frozen into the compiled attack; one
+  program instead of eager calls because eager execution compiles every operation of the model on its
+  own (over 40 small compiles for a ResNet-18);
 - the zero-gradient check runs once on the first batch for both the cross-entropy and the DLR loss at
-  the clean points (the reference checks the DLR gradient inside every APGD-DLR/-T run);
+  the clean-correct points (the reference checks the DLR gradient inside every APGD-DLR/-T run);
 - the reference's "dynamic defence" check (a forward pass that calls autograd) has no JAX analogue:
   `apply_fn` is a pure function, so it is not ported;
 - `check_result` raises instead of only logging the largest perturbation.
@@ -48,10 +51,12 @@ def _row_normalised(z):
     return z / (np.linalg.norm(z, axis=1, keepdims=True) + 1e-10)
 
 
-def check_randomized(forward: Callable, x, y, *, n: int = 2, alpha: float = 1e-4, log=None) -> bool:
-    """Warns (and returns True) if `n` calls of `forward(x)` on the same inputs disagree: the number of
-    correct predictions differs, or the L2-normalised logits differ by more than `alpha` in L2 norm."""
-    outs = [np.asarray(forward(x)) for _ in range(n)]
+def check_randomized(outputs: Sequence, y, *, alpha: float = 1e-4, log=None) -> bool:
+    """Warns (and returns True) if the logits of forward passes of the same inputs (`outputs`, e.g.
+    `probe_model`'s) disagree: the number of correct predictions differs, or the L2-normalised logits
+    differ by more than `alpha` in L2 norm."""
+    outs = [np.asarray(o) for o in outputs]
+    n = len(outs)
     correct = [int(np.sum(o.argmax(-1) == np.asarray(y))) for o in outs]
     normed = [_row_normalised(o) for o in outs]
     diff = max((float(np.linalg.norm(normed[i] - normed[j], axis=1).max())
@@ -83,6 +88,14 @@ def input_gradients(logits_fn: Callable, x, y) -> dict:
     if jax.eval_shape(logits_fn, x).shape[-1] >= 3:
         grads["dlr"] = jax.grad(total(losses_lib.dlr))(x)
     return grads
+
+
+def probe_model(logits_fn: Callable, x, y, *, passes: int = 2):
+    """What the checks before an attack need, for one compiled program: the logits of `passes` calls of
+    `logits_fn(x)`, each traced on its own (Python-level randomness is drawn anew per call, as between eager
+    calls; for a deterministic model XLA merges the identical passes into one), and `input_gradients` at x.
+    Returns (list of logits, gradients)."""
+    return [logits_fn(x) for _ in range(passes)], input_gradients(logits_fn, x, y)
 
 
 def check_zero_gradients(grads: dict, *, log=None) -> int:
