@@ -8,11 +8,11 @@ Flax) or the tests' small twin CNN (tests/twin.py: trained on the embedded digit
 
 Prints the clean and per-attack robust accuracy of both side by side, the points on which they disagree,
 per-attack seconds of both sides, both wall times with their ratio (pyautoattack / robust_jax, > 1:
-robust_jax faster), our compile seconds (tracing, lowering and XLA compiles, from jax.monitoring) per attack,
-and our padding share (points run including bucket padding / points attacked - 1). Our time includes
-compiling; `--warm` runs ours a second time with the compiled attacks and reports that too; `--cache-dir`
-turns on JAX's persistent compilation cache in that directory (a second process then loads the compiled
-programs instead of compiling them).
+robust_jax faster), our compile seconds (tracing, lowering and XLA compiles, from jax.monitoring) per attack
+with the number of programs loaded from the persistent cache, and our padding share (points run including
+bucket padding / points attacked - 1). Our time includes compiling; `--warm` runs ours a second time with
+the compiled attacks and reports that too; `--cache-dir` turns on JAX's persistent compilation cache in that
+directory (a second process then loads the compiled programs instead of compiling them).
 ResNet-18: default eps 1/255 (Linf), 0.1 (L2); the data file holds `x_test` uint8 NHWC and `y_test`; the `--n`
 test images are spread evenly over the file (every k-th: cifar10_subset.npz is sorted by class).
 Twin: the first `--n` held-out digits (16x16x3), default eps 0.03 (Linf), 0.5 (L2), as tests/test_autoattack.py;
@@ -24,7 +24,6 @@ took 1,048 s instead of 22 s on the twin with 2 threads under a load average of 
 """
 from __future__ import annotations
 
-import functools
 import importlib.resources
 import logging
 import os
@@ -39,6 +38,7 @@ DEFAULT_EPS = {"resnet18": {"Linf": 1 / 255, "L2": 0.1}, "twin": {"Linf": 0.03, 
                "twin-plain-conv": {"Linf": 0.03, "L2": 0.5}}
 COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/jaxpr_to_mlir_module_duration",
                   "/jax/core/compile/backend_compile_duration")
+CACHE_HIT_EVENT = "/jax/compilation_cache/cache_hits"
 
 
 def _args():
@@ -75,27 +75,15 @@ def load_data(path, n):
 def load_twin(n, plain_conv=False):
     """(torch net, flax apply_fn, flax params, x, y): the tests' twin CNN on n held-out digits. Its convs run
     through `robust_jax.models.layers.conv_general_dilated`, as every robust_jax model's do (same values;
-    input gradients inside attack loops on XLA:CPU's fast path), unless `plain_conv` (flax's nn.Conv as in
-    tests/twin.py: what a user's own model without that conv gets)."""
+    input gradients inside attack loops on XLA:CPU's fast path), unless `plain_conv` (`lax`'s conv, as in
+    flax's nn.Conv: what a user's own model gets)."""
     sys.path.insert(0, os.path.join(C.ROOT, "tests"))
-    import flax.linen as nn
-    import jax.numpy as jnp
-    from twin import digits_test_points, torch_twin, trained_twin
+    import jax
+    from twin import FlaxTwin, digits_test_points, torch_twin, trained_twin
 
-    from robust_jax.models import layers
-
-    class Twin(nn.Module):  # tests/twin.py's FlaxTwin with the library's conv
-        @nn.compact
-        def __call__(self, x):
-            conv = functools.partial(nn.Conv, kernel_size=(3, 3), padding=((1, 1), (1, 1)),
-                                     conv_general_dilated=layers.conv_general_dilated)
-            x = nn.relu(conv(16, name="conv1")(x))
-            x = nn.relu(conv(32, strides=(2, 2), name="conv2")(x))
-            return nn.Dense(10, name="fc")(jnp.mean(x, axis=(1, 2)))
-
-    apply_fn, params = trained_twin()
-    if not plain_conv:
-        apply_fn = lambda p, xb: Twin().apply({"params": p}, xb)  # noqa: E731
+    _, params = trained_twin()
+    model = FlaxTwin(conv_general_dilated=jax.lax.conv_general_dilated) if plain_conv else FlaxTwin()
+    apply_fn = lambda p, xb: model.apply({"params": p}, xb)  # noqa: E731
     x, y = digits_test_points(n)
     return torch_twin(params), apply_fn, params, x, y
 
@@ -144,17 +132,23 @@ def run_reference(net, x, y, args):
 
 class CompileClock:
     """Sums jax's compile-duration events (trace, lowering, XLA compile) and counts XLA compiles, attributed
-    to the attack running when they happen (the attack's end is read from AutoAttack's log)."""
+    to the attack running when they happen (the attack's end is read from AutoAttack's log), and counts the
+    programs loaded from the persistent compilation cache (each also counts as an XLA compile)."""
 
     def __init__(self):
         import jax.monitoring
 
-        self.events, self.marks, self.on = [], [], False
+        self.events, self.marks, self.on, self.cache_hits = [], [], False, 0
         jax.monitoring.register_event_duration_secs_listener(self._event)
+        jax.monitoring.register_event_listener(self._count)
 
     def _event(self, name, secs, **_):
         if self.on and name in COMPILE_EVENTS:
             self.events.append((time.perf_counter(), name, secs))
+
+    def _count(self, name, **_):
+        if self.on and name == CACHE_HIT_EVENT:
+            self.cache_hits += 1
 
     def log(self, msg):
         print("[robust_jax]", msg, flush=True)
@@ -238,8 +232,8 @@ def main():
     disagree = int(np.sum(ours.robust != ref_robust))
     print(f"final robust: robust_jax {ours.robust_accuracy:.2%}, pyautoattack {ref_robust.mean():.2%}; "
           f"points judged differently: {disagree} of {len(x)}")
-    print(f"compile: {total_c:.1f} s in {n_c} XLA compiles or cache loads ({100 * total_c / ours_s:.0f}% of our "
-          f"time; setup "
+    print(f"compile: {total_c:.1f} s in {n_c} XLA compiles or cache loads ({clock.cache_hits} from the persistent "
+          f"cache; {100 * total_c / ours_s:.0f}% of our time; setup "
           f"{compiles.get('setup', (0.0, 0))[0]:.1f} s before the first attack, incl. the sanity checks)"
           if compiles else "compile: none recorded (all programs from the persistent cache or compiled before)")
     print(f"padding: {run} points run for {real} attacked (share {100 * (run / max(real, 1) - 1):.1f}% "
