@@ -41,21 +41,3 @@ jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE
 jax.config.update("jax_persistent_cache_min_compile_time_secs",
                   float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
 jax.config.update("jax_compilation_cache_max_size", int(os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"]))
-
-# `-n 2 --dist loadfile` hands whole files to the two workers, by default the files with the most tests first;
-# a file of a few long tests (the multi-process runs, the notebooks) then starts last and one worker waits
-# for it alone. Instead the files that take longest (minutes on 2 CPU cores, measured with --durations) go
-# first, in this order, and the rest follow in the usual order: both workers end within a short file's time.
-LONGEST_FIRST = ("test_configs.py", "test_parallel.py", "test_faults_storage.py", "test_notebooks.py", "test_train.py",
-                 "test_mixacm.py", "test_vqgan_training.py", "test_vqgan.py", "test_pgd_speed_structure.py",
-                 "test_vit_at.py", "test_library.py", "test_convert.py", "test_fab.py", "test_apgd.py")
-
-
-def pytest_configure(config):
-    if hasattr(config.option, "loadscopereorder"):  # pytest-xdist: keep the collection order below
-        config.option.loadscopereorder = False
-
-
-def pytest_collection_modifyitems(items):
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
