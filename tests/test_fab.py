@@ -62,6 +62,8 @@ def test_int_key_argsort_is_the_stable_float_argsort():
     v[0, :30:2] = -0.0
     v[1, 5], v[1, 9], v[2, 3], v[2, 4] = np.nan, -np.nan, np.inf, -np.inf
     v[3] = np.round(v[3])  # many ties
+    v[4] = 1 + np.arange(300)[::-1] * np.finfo(np.float32).eps  # keys that differ in the low radix digit only
+    v[5] = 2.0 ** rng.integers(-20, 20, 300)  # ... and in the high digit only (the exponent)
     np.testing.assert_array_equal(np.asarray(jax.jit(argsort_rows)(v)), np.asarray(jnp.argsort(v, axis=1)))
 
 

@@ -5,23 +5,24 @@ XLA:CPU sorts a single integer operand with `std::sort`'s built-in comparison, b
 comparator JAX writes as a total order with -0.0 and NaN canonicalised) and key-value pairs (an argsort
 sorts the keys with an iota) by calling a compiled comparator per comparison, several times slower
 (`benchmarks/README.md`, "AutoAttack parity"). `argsort_rows` therefore uses only single-operand int32
-sorts:
+sorts, as a two-pass LSD radix sort of 32-bit keys:
 
 1. key: the float's bits as an int32, negatives' magnitude bits flipped, after mapping -0.0 to 0.0 and
    every NaN to one NaN (`lax`'s own canonicalisation), so that keys order exactly as JAX orders floats;
-2. rank: the number of smaller keys in the row, by binary search in the row's sorted keys;
-3. order: sorting rank * n + index (one int32 while n^2 < 2^31) orders by key, ties by index, which is
-   the stable argsort; the index is the remainder.
+   read as unsigned (sign bit flipped), split into a low and a high digit;
+2. sort low digit * n + index: the indices ordered by the low digit, ties by index;
+3. sort high digit (of the index at each position) * n + position: ordered by the high digit, ties kept in
+   the previous order, which is the stable argsort of the whole key. Both packed values stay below 2^31
+   while each digit has at most 31 - ceil(log2 n) bits and the two cover 32, i.e. for n <= 2^15.
 
-Longer rows (n > 46340) fall back to `jnp.argsort`.
+Longer rows fall back to `jnp.argsort`.
 """
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 from jax import lax
 
-_MAX_N = 46340  # n * n < 2^31
+_MAX_N = 2 ** 15  # two digits of 31 - ceil(log2 n) >= 16 bits cover the 32-bit key
 
 
 def float_sort_key(v):
@@ -32,17 +33,16 @@ def float_sort_key(v):
     return k ^ ((k >> 31) & jnp.int32(0x7FFFFFFF))
 
 
-def _rank(sorted_row, row):
-    """Number of entries of sorted_row smaller than each entry of row (binary search, static steps)."""
-    return jnp.searchsorted(sorted_row, row, side="left", method="scan").astype(jnp.int32)
-
-
 def argsort_rows(v):
     """Stable ascending argsort along axis 1 of a float [N, n] array; equal to `jnp.argsort(v, axis=1)`."""
     n = v.shape[1]
     if n > _MAX_N:
         return jnp.argsort(v, axis=1)
-    key = float_sort_key(v)
-    rank = jax.vmap(_rank)(lax.sort(key, dimension=1), key)
-    packed = rank * n + lax.broadcasted_iota(jnp.int32, key.shape, 1)
-    return lax.sort(packed, dimension=1) % n
+    low_bits = 32 - (31 - max(1, (n - 1).bit_length()))  # the high digit gets the other (more) bits
+    unsigned = float_sort_key(v) ^ jnp.int32(-2 ** 31)  # unsigned order of the bit pattern = the key order
+    low = unsigned & jnp.int32((1 << low_bits) - 1)
+    high = lax.shift_right_logical(unsigned, jnp.int32(low_bits))
+    position = lax.broadcasted_iota(jnp.int32, v.shape, 1)
+    by_low = lax.sort(low * n + position, dimension=1) % n
+    order = lax.sort(jnp.take_along_axis(high, by_low, axis=1) * n + position, dimension=1) % n
+    return jnp.take_along_axis(by_low, order, axis=1)
