@@ -137,9 +137,9 @@ VERSION_ATTACKS = {"standard": ("apgd-ce", "apgd-t", "fab-t", "square"),
 
 def _bucket(n: int, batch_size: int, multiple: int) -> int:
     """Padded batch size for n points: n rounded up to a sixteenth of its octave (a multiple of
-    2^(bitlen(n-1)-5), at least 1), so padding wastes less than 1/16 of the work (n <= 32 runs exactly; the
-    former minimum of 8 and eighths ran the last 10 robust points as 16); at most `batch_size`; rounded up
-    to a multiple of `multiple` (the mesh's data-axis size). Shapes stay few: an attack sees one bucket per
+    2^(bitlen(n-1)-5), at least 1), so padding wastes less than 1/16 of the work and n <= 32 runs exactly
+    (the last few robust points are not run as a bucket of 8 or 16); at most `batch_size`; rounded up to a
+    multiple of `multiple` (the mesh's data-axis size). Shapes stay few: an attack sees one bucket per
     batch of a run, and reuses a size it has compiled when that pads little more (`_reuse`)."""
     step = 1 << max(0, max(0, n - 1).bit_length() - 5)
     size = min(-(-n // step) * step, batch_size)
