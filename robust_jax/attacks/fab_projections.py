@@ -13,7 +13,7 @@ finds the segment holding the root, whose linear piece is then solved in closed 
 together with static shapes: every branch (root before the first breakpoint, root inside, infeasible)
 is computed for every row and the applicable one selected, where the PyTorch reference (AutoAttack's
 `fab_projections.py`) indexes the subsets. The sorts go through int32 keys (`sort_keys.argsort_rows`, the
-permutation of a stable float argsort, 1.6-2x faster on XLA:CPU).
+permutation of a stable float argsort, faster on XLA:CPU: benchmarks/README.md, "AutoAttack parity").
 
 The arithmetic (sign conventions, the 1e12 sentinels for coordinates with w ~ 0, the bisection bounds)
 follows the reference so that results agree to float rounding; ties in the sorts do not change the
