@@ -6,8 +6,8 @@ CPU cores, 4-7x the time at -O0 (ResNet-50 12.3 s vs 2.8 s, small CNN 4.3 s vs 0
 milliseconds either way. `ROBUST_JAX_FAST_INIT_COMPILE=1` compiles it at -O0 on the CPU backend. The values are
 then those of the default compile for some models (small CNN, PreAct-ResNet-18) and differ in the last bit for
 others (floating-point contraction in the normal draws of WRN, ViT, Swin, ResNet-50, VQGAN), so recorded
-results are reproduced bit for bit only in the default setting, which runs use. The test suite sets it
-(tests/conftest.py): it compiles hundreds of initialisations, and compares runs only with runs of its own.
+results are reproduced bit for bit only in the default setting, which runs use. (The test suite compiles
+every program at -O0 through XLA_FLAGS: tests/xla_flags.py.)
 """
 from __future__ import annotations
 

@@ -19,12 +19,13 @@ try:
 except ImportError:  # the parity extra is not installed: those tests skip
     pass
 
-import jax  # noqa: E402
+# Every program compiles at LLVM -O0 (tests/xla_flags.py); subprocesses inherit it. Set before JAX creates
+# its CPU backend, which reads XLA_FLAGS once.
+from xla_flags import with_fast_compile  # noqa: E402  (tests/ is on sys.path: no __init__.py)
 
-# Model initialisations compile at -O0 here (robust_jax/init_compile.py): the suite compiles hundreds of them,
-# 4-7x faster so; their values may differ in the last bit from the default compile's, and the suite compares
-# runs only with runs of its own (subprocesses inherit the setting).
-os.environ.setdefault("ROBUST_JAX_FAST_INIT_COMPILE", "1")
+os.environ["XLA_FLAGS"] = with_fast_compile(os.environ.get("XLA_FLAGS", ""))
+
+import jax  # noqa: E402
 
 # Many tests compile the same programs (smoke configs, shared model shapes); a persistent cache shared by both
 # pytest-xdist workers and their subprocesses keeps the suite fast. JAX writes cache entries in place (not

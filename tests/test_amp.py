@@ -152,8 +152,9 @@ def test_lambda_one_or_zero_is_pgd_at(setup, train_mode):
     key = jax.random.key(4)
     loss, (new_state, metrics) = objective(setup, key, PERM, jnp.ones(B), attack)
     ref_loss, (ref_state, _) = methods.pgd_at_loss(model.apply, params, state, batch, key, attack=attack)
-    np.testing.assert_array_equal(loss, ref_loss)
-    # Running statistics to the last bit of what a separately compiled program computes.
+    # Same adversarial points, same loss and running statistics, to the rounding of a separately compiled
+    # program (a different draw or endpoint moves the loss by orders of magnitude more).
+    np.testing.assert_allclose(loss, ref_loss, rtol=1e-6)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), new_state, ref_state)
     assert float(metrics["lambda"]) == 1.0
 

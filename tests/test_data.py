@@ -17,6 +17,7 @@ from PIL import Image
 from robust_jax import data, parallel
 from robust_jax import mixing as mix
 from robust_jax.data import augment, pipeline, sources
+import xla_flags  # tests/ is on sys.path (no __init__.py)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -506,7 +507,7 @@ def test_four_devices_subprocess():
             assert "divisible" in str(e)
         print("OK")
     """)
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu",
+    env = dict(os.environ, XLA_FLAGS=xla_flags.plus("--xla_force_host_platform_device_count=4"), JAX_PLATFORMS="cpu",
                PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), TF_CPP_MIN_LOG_LEVEL="2")
     r = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and "OK" in r.stdout, r.stdout + r.stderr

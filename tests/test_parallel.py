@@ -18,6 +18,7 @@ from configs import default
 from robust_jax import builders, methods, parallel
 from robust_jax import state as state_lib
 from parallel_worker import flat  # tests/ is on sys.path (no __init__.py); the workers' own flattening
+import xla_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, "tests", "parallel_worker.py")
@@ -122,7 +123,7 @@ def _free_port() -> int:
 
 def _start(mode, out, devices, *args, env=None):
     full = {k: v for k, v in os.environ.items() if k not in DIST_VARS}
-    full.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu",
+    full.update(XLA_FLAGS=xla_flags.plus(f"--xla_force_host_platform_device_count={devices}"), JAX_PLATFORMS="cpu",
                 TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
                 **(env or {}))
     log = open(os.path.join(out, f"{mode}{(env or {}).get('JAX_PROCESS_ID', '')}.log"), "w+")
