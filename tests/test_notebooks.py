@@ -13,8 +13,6 @@ import sys
 
 import pytest
 
-import xla_flags  # tests/ is on sys.path (no __init__.py)
-
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
@@ -59,9 +57,6 @@ def kernel_env(tmp_path, monkeypatch):
     monkeypatch.setenv("ROBUST_JAX_NOTEBOOK_FAST", "1")
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
     monkeypatch.setenv("MPLBACKEND", "Agg")
-    # XLA's default optimisation level: the notebooks' time is their training and attack loops, which run
-    # up to 2x slower at the suite's -O0 (the ViT notebook 22 s -> 44 s), not their compiles.
-    monkeypatch.setenv("XLA_FLAGS", xla_flags.without_fast_compile(os.environ.get("XLA_FLAGS", "")))
     # The notebooks compile identical programs for both of their models (init, evaluation, attacks): a
     # persistent compilation cache shared by them roughly halves the run time on a small CPU. The suite's
     # shared cache (tests/conftest.py) is used as is, with its thresholds: in its locked mode every write

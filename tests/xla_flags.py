@@ -2,9 +2,11 @@
 
 The suite's test processes compile about 8,600 programs (train steps of every recipe, attack loops,
 thousands of eager operations) and run most of them once on small inputs: compiling was half of their time
-(939 s of 1,818 s, both workers). At LLVM -O0 XLA:CPU compiles 1.5-3x faster and the compiled programs run slower only where elementwise loops are the
-work (convolutions and dots call the same library kernels): the whole suite took 641 s instead of 935 s
-(one run each, 2 cores). Values may differ from the default compile's in the last bits (no floating-point
+(939 s of 1,818 s, both workers). At LLVM -O0 XLA:CPU compiles 1.5-3x faster, and the compiled programs run
+slower only where elementwise loops are the work (convolutions and dots call the same library kernels): the
+whole suite took 641 s instead of 935 s (one run each, 2 cores, fresh compilation cache); the notebook
+kernels, which inherit it, 99-107 s instead of 103-117 s for the four (the ViT one, loop-bound, 27-30 s
+instead of 17-19 s). Values may differ from the default compile's in the last bits (no floating-point
 contraction), as between any two differently compiled programs; users, benchmarks and recorded results get
 XLA's default level. tests/conftest.py adds the flag unless XLA_FLAGS chooses a level itself, e.g.
 `XLA_FLAGS=--xla_backend_optimization_level=2 python -m pytest` tests at the default level.
@@ -19,11 +21,6 @@ _LEVEL = re.compile(r"--xla_backend_optimization_level=\S*")
 def with_fast_compile(flags: str) -> str:
     """`flags` plus FAST_COMPILE, unless they set an optimisation level already."""
     return flags if _LEVEL.search(flags) else f"{flags} {FAST_COMPILE}".strip()
-
-
-def without_fast_compile(flags: str) -> str:
-    """`flags` without FAST_COMPILE: for runs whose time is the compiled programs' (the notebooks' loops)."""
-    return " ".join(f for f in flags.split() if f != FAST_COMPILE)
 
 
 def plus(*flags: str) -> str:
