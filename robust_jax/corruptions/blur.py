@@ -20,11 +20,9 @@ function drawing them with `jax.random`.
   already written earlier in the same pass, p takes whatever q took, recursively. Rounds of gathers
   until no pointer is left unresolved (log2 of the longest chain) give every pixel its final source in
   parallel; the result is identical to the sequential loop. The offsets are `jax.random.randint`'s,
-  drawn by `randint` (same values, its Threefry hash unrolled).
+  drawn by `threefry.randint` (same values, its Threefry hash unrolled).
 """
 from __future__ import annotations
-
-import math
 
 import jax
 import jax.numpy as jnp
@@ -32,6 +30,7 @@ import numpy as np
 
 from robust_jax.corruptions import filters
 from robust_jax.corruptions import params as params_lib
+from robust_jax.corruptions import threefry
 
 DEFOCUS = ((3, 0.1), (4, 0.5), (6, 0.5), (8, 0.5), (10, 0.5))  # (disk radius, alias blur)
 GAUSSIAN_SIGMA = (1, 2, 3, 4, 6)
@@ -157,43 +156,6 @@ def glass_shuffle_sources(h: int, w: int, max_delta: int, offsets):
     return jnp.where(interior, embedded, np.arange(h * w).reshape(h, w)).reshape(-1)
 
 
-def randint(key, shape, low: int, high: int):
-    """`jax.random.randint(key, shape, low, high)` (int32), the same values, ~8x faster on CPU.
-
-    JAX lowers its Threefry hash on CPU as a 5-step loop that writes both state words of every value to
-    memory at each step; here the 20 rounds are unrolled into one fused elementwise pass. Reproduces
-    JAX's default (partitionable) Threefry bits and `randint`'s reduction: `low + lower_bits % span`,
-    plus `(higher_bits % span) * multiplier` (JAX's uint32 form of 2**32 % span) where that is not 0.
-    Other key implementations, x64 mode and non-partitionable Threefry go to `jax.random.randint`."""
-    typed = key if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) else jax.random.wrap_key_data(key)
-    size = math.prod(shape)
-    if (str(jax.random.key_impl(typed)) != "threefry2x32" or not jax.config.jax_threefry_partitionable
-            or jax.config.jax_enable_x64 or size >= 2**32 or not 0 < high - low < 2**31):
-        return jax.random.randint(key, shape, low, high)
-    span = np.uint32(high - low)
-    higher_key, lower_key = jax.random.split(typed)
-    offset = _threefry_bits(lower_key, size) % span
-    multiplier = np.uint32((2**16 % int(span)) ** 2 % 2**32 % int(span))  # JAX's 2**32 % span, in uint32
-    if multiplier:
-        offset = ((_threefry_bits(higher_key, size) % span) * multiplier + offset) % span
-    return (low + offset.astype(jnp.int32)).reshape(shape)
-
-
-def _threefry_bits(key, size: int):
-    """`jax.random.bits(key, (size,))`: Threefry-2x32 (20 rounds) of the counters (0, i), words xor-ed."""
-    k0, k1 = (jax.random.key_data(key)[i] for i in (0, 1))
-    schedule = (k0, k1, k0 ^ k1 ^ np.uint32(0x1BD11BDA))
-    x0 = jnp.zeros(size, jnp.uint32) + schedule[0]
-    x1 = jnp.arange(size, dtype=jnp.uint32) + schedule[1]
-    for i in range(5):
-        for r in ((13, 15, 26, 6), (17, 29, 16, 24))[i % 2]:
-            x0 = x0 + x1
-            x1 = ((x1 << np.uint32(r)) | (x1 >> np.uint32(32 - r))) ^ x0
-        x0 = x0 + schedule[(i + 1) % 3]
-        x1 = x1 + schedule[(i + 2) % 3] + np.uint32(i + 1)
-    return x0 ^ x1
-
-
 def glass_blur_core(image, offsets, severity: int, params: str = "imagenet"):
     """The reference's glass blur with the shuffle offsets `offsets` [passes, H-2d, W-2d, 2] = (dx, dy),
     each in [-d, d)."""
@@ -210,7 +172,7 @@ def glass_blur(key, image, severity: int, params: str = "imagenet"):
     _, max_delta, passes = params_lib.pick(params, GLASS, "glass_blur")[severity - 1]
     h, w = image.shape[:2]
     shape = (passes, h - 2 * max_delta, w - 2 * max_delta, 2)
-    offsets = randint(key, shape, -max_delta, max_delta)  # numpy randint: high exclusive
+    offsets = threefry.randint(key, shape, -max_delta, max_delta)  # numpy randint: high exclusive
     return glass_blur_core(image, offsets, severity, params)
 
 

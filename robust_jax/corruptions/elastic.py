@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from robust_jax.corruptions import filters, resample
+from robust_jax.corruptions import filters, resample, threefry
 from robust_jax.corruptions import params as params_lib
 
 ALPHA = tuple(250 * a for a in (0.05, 0.065, 0.085, 0.1, 0.12))
@@ -111,11 +111,11 @@ def elastic_transform(key, image, severity: int, params: str = "imagenet"):
         a = params_lib.CIFAR["elastic_transform"][severity - 1][2]
         k_shift, kx, ky = jax.random.split(key, 3)
         shift = jax.random.uniform(k_shift, (3, 2), minval=-a, maxval=a)
-        noise_x = jax.random.uniform(kx, (h, w), minval=-1.0, maxval=1.0)
-        noise_y = jax.random.uniform(ky, (h, w), minval=-1.0, maxval=1.0)
+        noise_x = threefry.uniform(kx, (h, w), -1.0, 1.0)
+        noise_y = threefry.uniform(ky, (h, w), -1.0, 1.0)
         return elastic_cifar_from_draws(image, shift, noise_x, noise_y, severity)
     limit = h * 0.005
     kx, ky = jax.random.split(key)
-    noise_x = jax.random.uniform(kx, (h, w), minval=-limit, maxval=limit)
-    noise_y = jax.random.uniform(ky, (h, w), minval=-limit, maxval=limit)
+    noise_x = threefry.uniform(kx, (h, w), -limit, limit)
+    noise_y = threefry.uniform(ky, (h, w), -limit, limit)
     return elastic_from_noise(image, noise_x, noise_y, severity)

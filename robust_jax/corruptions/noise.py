@@ -2,9 +2,9 @@
 
 Each corruption is a deterministic core fed with its random draws (the same draws the reference
 `imagecorruptions` makes, so tests can replay the reference's numpy draws and compare exactly) and a
-public `fn(key, image, severity)` that draws them with `jax.random`. Images are `[H, W, 3]` float32 in
-[0,1]; the reference's uint8 -> /255 -> noise -> clip -> *255 -> uint8 pipeline becomes noise on [0,1]
-images, with clipping and uint8 quantisation done by `corrupt`. Every pixel channel gets an independent
+public `fn(key, image, severity)` that draws them with `threefry` (`jax.random`'s values, faster).
+Images are `[H, W, 3]` float32 in [0,1]; the reference's uint8 -> /255 -> noise -> clip -> *255 -> uint8
+pipeline becomes noise on [0,1] images, with clipping and uint8 quantisation done by `corrupt`. Every pixel channel gets an independent
 draw, as in the reference. Severity tables are the reference's.
 
 Deliberate difference: the draws come from JAX's generators, not numpy's (same distributions, other
@@ -17,7 +17,8 @@ Poisson(x * photons) exactly with O(1) work per pixel channel (`poisson_sample`)
 Walker alias table per level (256 levels), Poisson(residual) (rate < photons / 255) by inverse CDF over a
 short static loop, and the two are added (a sum of independent Poisson variables is Poisson of the summed
 rate). Both parts drop only a tail of probability < 1e-12. Impulse noise draws one 32-bit word per pixel
-channel (23 bits for the flip uniform, one bit for salt vs pepper) instead of two uniforms.
+channel (23 bits for the flip uniform, one bit for salt vs pepper) instead of two uniforms. The random
+words come from `threefry` (the same values as `jax.random.bits`, 4-8x faster on CPU at 224 px).
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from robust_jax.corruptions import params as params_lib
+from robust_jax.corruptions import params as params_lib, threefry
 
 GAUSSIAN_STD = (0.08, 0.12, 0.18, 0.26, 0.38)
 SHOT_PHOTONS = (60, 25, 12, 5, 3)
@@ -125,7 +126,7 @@ def poisson_sample(key, x, photons: float):
     size = threshold.shape[1]
     k_alias, k_residual = jax.random.split(key)
     level = jnp.clip(jnp.floor(x * 255.0), 0, 255).astype(jnp.int32)
-    word = jax.random.bits(k_alias, x.shape, jnp.uint32)
+    word = threefry.bits(k_alias, x.shape)
     bucket = (word >> (32 - bits)).astype(jnp.int32)
     coin = word & jnp.uint32((1 << (32 - bits)) - 1)
     flat = level * size + bucket
@@ -133,7 +134,7 @@ def poisson_sample(key, x, photons: float):
     count = jnp.where(keep, bucket, jnp.take(jnp.asarray(alias.reshape(-1)), flat))
     # residual rate in [0, photons / 255): inverse CDF by a short unrolled search
     rate = jnp.maximum(x * photons - level.astype(jnp.float32) * (photons / 255.0), 0.0)
-    u = (jax.random.bits(k_residual, x.shape, jnp.uint32) >> 8).astype(jnp.float32) * (1.0 / (1 << 24))
+    u = (threefry.bits(k_residual, x.shape) >> 8).astype(jnp.float32) * (1.0 / (1 << 24))
     term = jnp.exp(-rate)
     cdf = term
     extra = jnp.zeros(x.shape, jnp.int32)
@@ -146,7 +147,7 @@ def poisson_sample(key, x, photons: float):
 
 def gaussian_noise(key, image, severity: int, params: str = "imagenet"):
     std = params_lib.pick(params, GAUSSIAN_STD, "gaussian_noise")[severity - 1]
-    return gaussian_noise_core(image, std * jax.random.normal(key, image.shape, jnp.float32))
+    return gaussian_noise_core(image, std * threefry.normal(key, image.shape))
 
 
 def shot_noise(key, image, severity: int, params: str = "imagenet"):
@@ -158,7 +159,7 @@ def impulse_uniforms(key, shape):
     """(u_flip, u_salt) from ONE 32-bit word per element: u_flip = the top 23 bits / 2**23 (as
     `jax.random.uniform` builds a float32 uniform from 23 random bits), u_salt = 0.25 or 0.75 from the
     lowest bit (salt with probability exactly 1/2)."""
-    bits = jax.random.bits(key, shape, jnp.uint32)
+    bits = threefry.bits(key, shape)
     u_flip = (bits >> 9).astype(jnp.float32) * (1.0 / (1 << 23))
     u_salt = jnp.where((bits & 1) == 1, 0.75, 0.25).astype(jnp.float32)
     return u_flip, u_salt
@@ -172,7 +173,7 @@ def impulse_noise(key, image, severity: int, params: str = "imagenet"):
 
 def speckle_noise(key, image, severity: int, params: str = "imagenet"):
     std = params_lib.pick(params, SPECKLE_STD, "speckle_noise")[severity - 1]
-    return speckle_noise_core(image, std * jax.random.normal(key, image.shape, jnp.float32))
+    return speckle_noise_core(image, std * threefry.normal(key, image.shape))
 
 
 CORRUPTIONS = {

@@ -32,6 +32,7 @@ import numpy as np
 
 from robust_jax.corruptions import filters
 from robust_jax.corruptions import params as params_lib
+from robust_jax.corruptions import threefry
 
 SPATTER = ((0.65, 0.3, 4, 0.69, 0.6, 0),
            (0.65, 0.3, 3, 0.68, 0.6, 0),
@@ -190,5 +191,5 @@ def spatter_from_noise(image, noise, severity: int, params: str = "imagenet"):
 def spatter(key, image, severity: int, params: str = "imagenet"):
     """ImageNet-C spatter with the noise field drawn from `key`."""
     mean, std = params_lib.pick(params, SPATTER, "spatter")[severity - 1][:2]
-    noise = mean + std * jax.random.normal(key, image.shape[:2])
+    noise = mean + std * threefry.normal(key, image.shape[:2])
     return spatter_from_noise(image, noise, severity, params)

@@ -17,7 +17,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from robust_jax.corruptions import filters, frost_textures, resample
+from robust_jax.corruptions import filters, frost_textures, resample, threefry
 from robust_jax.corruptions import params as params_lib
 from robust_jax.corruptions.spatter import spatter
 
@@ -188,7 +188,7 @@ def snow(key, image, severity: int, params: str = "imagenet"):
     """ImageNet-C snow with the flake field and blur angle drawn from `key`."""
     mean, std = params_lib.pick(params, SNOW, "snow")[severity - 1][:2]
     k_flakes, k_angle = jax.random.split(key)
-    flakes = mean + std * jax.random.normal(k_flakes, image.shape[:2])
+    flakes = mean + std * threefry.normal(k_flakes, image.shape[:2])
     angle = jax.random.uniform(k_angle, (), minval=-135.0, maxval=-45.0)
     return snow_from_draws(image, flakes, angle, severity, params)
 
