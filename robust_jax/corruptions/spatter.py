@@ -52,11 +52,19 @@ def _shifted(x, dy: int, dx: int, fill):
 
 
 def _neighbourhood_sum(x, kernel, mode: str):
-    """Integer 3x3 correlation of int32 `x` with an integer `kernel` under a filters boundary mode."""
+    """Integer 3x3 correlation of int32 `x` with an integer `kernel` under a filters boundary mode.
+
+    The border is a `jnp.pad` where numpy has the mode ('nearest' = 'edge', 'mirror' = 'reflect'):
+    gathers by boundary index gave the padded array a transposed layout under vmap, which every tap
+    then read element by element (~7 ms of a 47 ms batch of 16 at 224 px)."""
     h, w = x.shape
-    rows = filters.boundary_index(np.arange(-1, h + 1), h, mode)
-    cols = filters.boundary_index(np.arange(-1, w + 1), w, mode)
-    p = jnp.take(jnp.take(x, rows, axis=0), cols, axis=1)
+    pad_mode = {"nearest": "edge", "mirror": "reflect"}.get(mode) if min(h, w) > 1 else None
+    if pad_mode:
+        p = jnp.pad(x, 1, mode=pad_mode)
+    else:
+        rows = filters.boundary_index(np.arange(-1, h + 1), h, mode)
+        cols = filters.boundary_index(np.arange(-1, w + 1), w, mode)
+        p = jnp.take(jnp.take(x, rows, axis=0), cols, axis=1)
     out = jnp.zeros_like(x)
     for i in range(3):
         for j in range(3):
