@@ -54,7 +54,7 @@ def test_other_generators_fall_back_to_jax_random():
 
 def test_words_are_a_stage_of_their_own_under_vmap():
     """The hash (xor) runs in one conditional over the whole batch, never in a computation with the
-    inverse error function's log1p; plain vmap of `resample.separately` would have selected between two
+    inverse error function's log1p; plain vmap of `stages.separately` would have selected between two
     inlined copies of the hash, fused with the erfinv (XLA:CPU then stops vectorising it)."""
     keys = jax.random.split(jax.random.key(0), 4)
     hlo = jax.jit(jax.vmap(lambda k: threefry.normal(k, (8, 8)))).lower(keys).compile().as_text()

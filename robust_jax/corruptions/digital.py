@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from robust_jax import stages
 from robust_jax.corruptions import params as params_lib
 from robust_jax.corruptions import resample
 from robust_jax.corruptions.elastic import elastic_transform
@@ -51,7 +52,7 @@ def pixelate_batch(key, images, severity: int, params: str = "imagenet"):
     Pillow BOX downsizing to `int(side * c)` then back to the original size, on the uint8 image
     (`round(255 x)`, the reference's input), with Pillow's fixed-point arithmetic: exact. ImageNet-C
     resizes back with NEAREST, CIFAR-10-C with BOX again. The downsizing is compiled apart from the resize
-    back up (`resample.separately`), which XLA:CPU would otherwise fuse with it, recomputing the box sums
+    back up (`stages.separately`), which XLA:CPU would otherwise fuse with it, recomputing the box sums
     for every output pixel."""
     del key
     h, w = images.shape[-3:-1]
@@ -61,7 +62,7 @@ def pixelate_batch(key, images, severity: int, params: str = "imagenet"):
         pixels = jnp.round(jnp.clip(batch, 0.0, 1.0) * 255.0).astype(jnp.int32)
         return resample.pil_resize_box_uint8(pixels, int(h * c), int(w * c), axes=(1, 2))
 
-    small = resample.separately(down, images)
+    small = stages.separately(down, images)
     if params == "cifar":
         return resample.pil_resize_box_uint8(small, h, w, axes=(1, 2)).astype(jnp.float32) / 255.0
     return resample.pil_resize_nearest(small, h, w, axes=(1, 2)).astype(jnp.float32) / 255.0

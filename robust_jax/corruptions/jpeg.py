@@ -19,7 +19,7 @@ Everything is elementwise or per 8x8 block, so it is fully vectorised over a bat
 integer-linear up to its final rounding shift, so it runs as an exact int32 8x8 matrix multiply-and-sum
 (the matrix is derived on the host from the transcribed libjpeg butterflies) followed by libjpeg's
 DESCALE; this keeps the compiled graph small (~2 s to compile instead of ~12 s for the unrolled
-butterflies). The batch runs as a chain of separately compiled stages (`resample.separately`): colour
+butterflies). The batch runs as a chain of separately compiled stages (`stages.separately`): colour
 conversion, each DCT pass, chroma upsampling, so that XLA:CPU neither recomputes a stage once per tap of
 the next nor fuses the interleaving upsample into the colour conversion. Measured: output identical to
 Pillow 13 / libjpeg-turbo on every tested image, size and quality.
@@ -30,8 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from robust_jax import stages
 from robust_jax.corruptions import params as params_lib
-from robust_jax.corruptions import resample
 
 QUALITY = (25, 18, 15, 10, 7)
 """PIL quality per severity 1..5 (the reference's table)."""
@@ -210,10 +210,10 @@ def _compress(planes_fn, arg, table):
 
     Four separate stages: each DCT pass reads 8 values of its input per output, so a fused producer
     would be recomputed 8 times; the quantisation follows the column pass elementwise."""
-    rows = resample.separately(lambda a: _apply_pass(_to_blocks(planes_fn(a)), "_fdct_sums", True, -1), arg)
-    deq = resample.separately(lambda c: _quantise(_apply_pass(c, "_fdct_sums", False, -3), table), rows)
-    cols = resample.separately(lambda d: _apply_pass(d, "_idct_sums", True, -3), deq)
-    pixels = resample.separately(lambda p: jnp.clip(_apply_pass(p, "_idct_sums", False, -1) + 128, 0, 255), cols)
+    rows = stages.separately(lambda a: _apply_pass(_to_blocks(planes_fn(a)), "_fdct_sums", True, -1), arg)
+    deq = stages.separately(lambda c: _quantise(_apply_pass(c, "_fdct_sums", False, -3), table), rows)
+    cols = stages.separately(lambda d: _apply_pass(d, "_idct_sums", True, -3), deq)
+    pixels = stages.separately(lambda p: jnp.clip(_apply_pass(p, "_idct_sums", False, -1) + 128, 0, 255), cols)
     n, hb, _, wb, _ = pixels.shape
     return pixels.reshape(n, hb * 8, wb * 8)
 
@@ -238,10 +238,10 @@ def jpeg_roundtrip_batch(images, quality: int):
     """A batch `[B, H, W, 3]` in [0, 1] after a libjpeg round trip at `quality` (4:2:0), as floats."""
     b, h, w = images.shape[:3]
     luma_table, chroma_table = quant_tables(quality)
-    ycc = resample.separately(lambda im: _encode(im, h, w), images)
+    ycc = stages.separately(lambda im: _encode(im, h, w), images)
     y = _compress(lambda v: v[..., 0].astype(jnp.int32), ycc, luma_table)[:, :h, :w]
     chroma = _compress(_subsampled_chroma, ycc, chroma_table)[:, :(h + 1) // 2, :(w + 1) // 2]
-    chroma = resample.separately(jax.vmap(upsample_h2v2_fancy), chroma)[:, :h, :w]
+    chroma = stages.separately(jax.vmap(upsample_h2v2_fancy), chroma)[:, :h, :w]
     return ycc_to_rgb(y, chroma[:b], chroma[b:]).astype(jnp.float32) / 255.0
 
 

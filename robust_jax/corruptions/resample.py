@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import math
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -57,22 +56,6 @@ def rgb_to_gray(rgb):
 
 
 # ------------------------------------------------------------------------------------------ PIL resizing
-
-def separately(fn, *args):
-    """`fn(*args)`, compiled as a computation of its own: XLA fuses nothing across its boundary.
-
-    XLA:CPU otherwise fuses multi-tap stages (box sums, DCT passes, gathers) with their producers and
-    recomputes those per tap, or fuses interleaving concatenates into their consumers, where they stop
-    vectorising (measured: JPEG's stages and pixelate's resize ~2x slower fused). A conditional is such a
-    boundary; both of its branches are `fn`, so the predicate (one input element == 0) only has to be
-    opaque to the compiler (its value does not matter; `>= 0` would be folded away for unsigned inputs), and the output is written straight into the
-    result (no copy). Under `vmap` the conditional becomes a select of both branches (same values,
-    computed twice), so the callers apply it to whole batches (`digital.pixelate_batch`,
-    `jpeg.jpeg_roundtrip_batch`)."""
-    first = jax.tree_util.tree_leaves(args)[0]
-    predicate = first[(0,) * first.ndim] == 0  # one element: the predicate must not cost a pass over the input
-    return jax.lax.cond(predicate, fn, fn, *args)
-
 
 _PIL_PRECISION_BITS = 32 - 8 - 2   # Pillow's Resample.c, 8 bits per channel
 

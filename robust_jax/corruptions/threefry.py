@@ -6,7 +6,7 @@ channel of a whole batch (2.4M values at 16 x 224 x 224 x 3), where that loop do
 the 20 rounds are unrolled into one elementwise pass: 4-8x faster than `jax.random` at that size.
 
 `bits` (hence `uniform` and `normal`) computes the words as a stage of its own, also under `vmap`
-(`_apart`): fused with consumers such as the inverse error function of `normal` or the alias-table
+(`stages.separately_batched`): fused with consumers such as the inverse error function of `normal` or the alias-table
 lookups of shot noise, XLA:CPU stopped vectorising the loop and the hash ran ~8x slower. `randint` stays
 fused into its consumer (glass blur's shuffle pointers, measured faster that way).
 
@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy import special
 
-from robust_jax.corruptions import resample
+from robust_jax import stages
 
 
 def _fast_path(key, size: int) -> bool:
@@ -61,7 +61,7 @@ def bits(key, shape):
     size = math.prod(shape)
     if not _fast_path(key, size):
         return jax.random.bits(key, shape, jnp.uint32)
-    return _apart(lambda words: _hash(words, size))(_words(key)).reshape(shape)
+    return stages.separately_batched(lambda words: _hash(words, size))(_words(key)).reshape(shape)
 
 
 def _to_uniform(word, minval, maxval):
@@ -83,26 +83,6 @@ _NORMAL_LOW = np.nextafter(np.float32(-1.0), np.float32(0.0))
 def normal(key, shape):
     """`jax.random.normal(key, shape, jnp.float32)`: sqrt(2) erfinv(u), u uniform on (-1, 1)."""
     return np.float32(np.sqrt(2)) * special.erfinv(uniform(key, shape, _NORMAL_LOW, 1.0))
-
-
-def _apart(fn):
-    """`fn(words)` compiled as a computation of its own (`resample.separately`), under `vmap` too.
-
-    `vmap` would turn the conditional of `resample.separately` into a select of both (inlined, so fused
-    again) branches; the batching rule here instead runs the vmapped `fn` in one conditional over the
-    batch. Only for the key words (integers): a `custom_vmap` function cannot be differentiated."""
-    @jax.custom_batching.custom_vmap
-    def run(words):
-        return resample.separately(fn, words)
-
-    @run.def_vmap
-    def _batched(axis_size, in_batched, words):
-        del axis_size
-        if not in_batched[0]:
-            return run(words), False
-        return _apart(jax.vmap(fn))(words), True
-
-    return run
 
 
 def randint(key, shape, low: int, high: int):
