@@ -95,6 +95,24 @@ def test_model_gradients_identical_to_plain_flax_conv(monkeypatch):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), ours, ref)
 
 
+def test_weight_gradients_read_an_input_swapped_on_its_own():
+    """Every conv's weight gradient reads its input with batch and feature swapped by a conditional of its own
+    (`stages.separately`), not by a transpose XLA:CPU fuses with the BatchNorm/ReLU/add that produced it."""
+    model = models.get("preact_resnet18", num_classes=10, width=8)
+    x = jnp.full((2, 32, 32, 3), 0.5)
+    v = model.init(jax.random.key(0), x, train=False)
+
+    def loss(params, x):
+        logits, _ = model.apply({**v, "params": params}, x, train=True, mutable=["batch_stats"])
+        return jnp.sum(logits)
+
+    hlo = jax.jit(jax.grad(loss)).lower(v["params"], x).compile().as_text()
+    kernels = [leaf for leaf in jax.tree.leaves(v["params"]) if leaf.ndim == 4]
+    assert len(kernels) == 20
+    # one swap per distinct conv input: the three 1x1 shortcuts read the same input as their block's conv1
+    assert hlo.count(" conditional(") == len(kernels) - 3
+
+
 # --- optimised HLO of the attack loop ------------------------------------------------------------------------
 def _attack_loop(hlo: str) -> list:
     """Instruction lines of the while body (with everything it calls) that holds the attack's convolutions."""
