@@ -77,7 +77,9 @@ def test_conv_other_layouts_and_vmap():
 
 
 def test_model_gradients_identical_to_plain_flax_conv(monkeypatch):
-    """PreAct-ResNet (narrow) in train mode: gradients w.r.t. input and parameters as with flax's own conv."""
+    """PreAct-ResNet (narrow) in train mode: gradients w.r.t. input and parameters as with flax's own conv
+    (the small-map im2col forward off: its rounding is tested apart)."""
+    monkeypatch.setattr(layers, "SMALL_MAP_PIXELS", 0)
     model = models.get("preact_resnet18", num_classes=10, width=8)
     x = jax.random.uniform(jax.random.key(0), (4, 16, 16, 3))
     y = jnp.arange(4)
@@ -93,6 +95,26 @@ def test_model_gradients_identical_to_plain_flax_conv(monkeypatch):
     monkeypatch.setattr(layers, "conv_general_dilated", None)  # nn.Conv falls back to lax.conv_general_dilated
     ref = grads()
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), ours, ref)
+
+
+@pytest.mark.parametrize("size,k", [(4, 3), (3, 3), (2, 3), (1, 3), (4, 1), (2, 5)])
+def test_small_map_forward_is_an_im2col_product_of_the_same_convolution(size, k):
+    """'same' stride-1 convs on <= 4x4 maps: the forward is a patches x kernel product (lax's values to
+    float32 rounding) and the derivatives are lax's own (bit for bit for a loss linear in the output)."""
+    p = k // 2
+    kw = dict(window_strides=(1, 1), padding=((p, p), (p, p)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    x = jax.random.normal(jax.random.key(0), (3, size, size, 6))
+    w = jax.random.normal(jax.random.key(1), (k, k, 6, 5))
+    ours = jax.jit(lambda x, w: layers.conv_general_dilated(x, w, **kw))
+    ref = jax.jit(lambda x, w: lax.conv_general_dilated(x, w, **kw))
+    np.testing.assert_allclose(ours(x, w), ref(x, w), rtol=1e-5, atol=1e-5)
+    assert "convolution(" not in ours.lower(x, w).compile().as_text()
+    c = jax.random.normal(jax.random.key(2), ref(x, w).shape)
+    linear = lambda f: jax.grad(lambda x, w: jnp.sum(f(x, w) * c), (0, 1))(x, w)
+    for a, b in zip(linear(ours), linear(ref)):
+        np.testing.assert_array_equal(a, b)
+    larger = jax.random.normal(jax.random.key(3), (3, 5, 5, 6))  # 25 pixels: the convolution itself
+    np.testing.assert_array_equal(ours(larger, w), ref(larger, w))
 
 
 def test_weight_gradients_read_an_input_swapped_on_its_own():

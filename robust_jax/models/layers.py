@@ -70,8 +70,36 @@ def _lax_conv(static, lhs, rhs, dn=None):
                                     precision=precision, preferred_element_type=preferred)
 
 
+SMALL_MAP_PIXELS = 16
+"""Output maps of at most this many pixels (4x4) run their 'same' stride-1 forward as an im2col product."""
+
+
+def _im2col_applies(static, lhs_shape, rhs_shape) -> bool:
+    strides, padding, lhs_dilation, rhs_dilation, dn, _, preferred = static
+    kh, kw = rhs_shape[0], rhs_shape[1]
+    return (tuple(dn.lhs_spec) == (0, 3, 1, 2) and tuple(dn.rhs_spec) == (3, 2, 0, 1)
+            and tuple(dn.out_spec) == (0, 3, 1, 2) and preferred is None and set(strides) == {1}
+            and lhs_dilation in (None, (1, 1)) and rhs_dilation in (None, (1, 1)) and kh % 2 == 1 and kw % 2 == 1
+            and padding == ((kh // 2, kh // 2), (kw // 2, kw // 2))
+            and lhs_shape[1] * lhs_shape[2] <= SMALL_MAP_PIXELS)
+
+
+def _im2col_conv(static, lhs, rhs):
+    """The 'same' stride-1 NHWC/HWIO convolution as one product of the [N, H, W, kh*kw*C] patches with the
+    flattened kernel. On maps of <= 4x4 pixels (ResNet-18's last stage on CIFAR) XLA:CPU's Eigen
+    convolution costs as much at batch 13 as at 32 (AutoAttack's Square runs its forward at the handful of
+    points still robust); the product is at PyTorch's speed there: benchmarks/README.md, "im2col"."""
+    kh, kw, c, o = rhs.shape
+    h, w = lhs.shape[1:3]
+    padded = jnp.pad(lhs, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
+    patches = jnp.concatenate([padded[:, i:i + h, j:j + w] for i in range(kh) for j in range(kw)], axis=-1)
+    return lax.dot_general(patches, rhs.reshape(kh * kw * c, o), (((3,), (0,)), ((), ())), precision=static[5])
+
+
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
 def _conv(static, lhs, rhs):
+    if _im2col_applies(static, lhs.shape, rhs.shape):
+        return _im2col_conv(static, lhs, rhs)
     return _lax_conv(static, lhs, rhs)
 
 
