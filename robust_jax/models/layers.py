@@ -48,7 +48,9 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     Here the JVP hands the same linear map to JAX with the kernel swapped to HWOI, so its transpose (the
     input gradient) is `conv(g, reverse(swap(w)))` with an HWIO kernel: canonical wherever it is.
     The weight gradient reads the input with its batch and feature axes swapped, computed as a stage of
-    its own (`stages.separately`) rather than fused with the input's producers (see `_conv_jvp`).
+    its own (`stages.separately`) rather than fused with the input's producers (see `_conv_jvp`). The
+    forward of a 'same' stride-1 convolution on a map of <= 4x4 pixels is an im2col product (`_im2col_conv`:
+    lax's values to float32 rounding; its derivatives are the convolutions above).
     Grouped convolutions, string paddings and every other backend than the CPU (the pass and the layout
     problem are XLA:CPU's) go to `lax.conv_general_dilated` unchanged.
     """
@@ -87,8 +89,9 @@ def _im2col_applies(static, lhs_shape, rhs_shape) -> bool:
 def _im2col_conv(static, lhs, rhs):
     """The 'same' stride-1 NHWC/HWIO convolution as one product of the [N, H, W, kh*kw*C] patches with the
     flattened kernel. On maps of <= 4x4 pixels (ResNet-18's last stage on CIFAR) XLA:CPU's Eigen
-    convolution costs as much at batch 13 as at 32 (AutoAttack's Square runs its forward at the handful of
-    points still robust); the product is at PyTorch's speed there: benchmarks/README.md, "im2col"."""
+    convolution shrinks little with the batch (AutoAttack's Square runs its forward at the handful of points
+    still robust: 5.6 ms at batch 13, PyTorch 2.7); the product runs ResNet-18's batch-13 forward at 42 ms
+    instead of 53 (PyTorch 39): benchmarks/README.md, "im2col"."""
     kh, kw, c, o = rhs.shape
     h, w = lhs.shape[1:3]
     padded = jnp.pad(lhs, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
