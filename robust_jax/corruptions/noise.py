@@ -4,8 +4,8 @@ Each corruption is a deterministic core fed with its random draws (the same draw
 `imagecorruptions` makes, so tests can replay the reference's numpy draws and compare exactly) and a
 public `fn(key, image, severity)` that draws them with `threefry` (`jax.random`'s values, faster).
 Images are `[H, W, 3]` float32 in [0,1]; the reference's uint8 -> /255 -> noise -> clip -> *255 -> uint8
-pipeline becomes noise on [0,1] images, with clipping and uint8 quantisation done by `corrupt`. Every pixel channel gets an independent
-draw, as in the reference. Severity tables are the reference's.
+pipeline becomes noise on [0,1] images, with clipping and uint8 quantisation done by `corrupt`. Every pixel
+channel gets an independent draw, as in the reference. Severity tables are the reference's.
 
 Deliberate difference: the draws come from JAX's generators, not numpy's (same distributions, other
 streams), so one image's noise differs from the reference's; the statistics agree (tests).

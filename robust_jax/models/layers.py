@@ -37,8 +37,9 @@ BN_MODES = ("clean", "adv")
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
                          dimension_numbers=None, feature_group_count: int = 1, batch_group_count: int = 1,
                          precision=None, preferred_element_type=None):
-    """`lax.conv_general_dilated` (same signature, values and derivatives of every order) whose input
-    gradient is a convolution with the kernel in the forward's layout (HWIO for our NHWC models).
+    """`lax.conv_general_dilated` (same signature, values and derivatives of every order; on maps of <= 4x4
+    pixels values to float32 rounding, see below) whose input gradient is a convolution with the kernel in
+    the forward's layout (HWIO for our NHWC models).
 
     Why: JAX transposes `conv(x, w)` w.r.t. `x` into `conv(g, reverse(w))` with the kernel's in/out
     features swapped (HLO `dim_labels=b01f_01oi->b01f`). XLA:CPU's ConvCanonicalization pass rewrites
