@@ -61,7 +61,8 @@ def environment() -> str:
 # --- XLA compile options ----------------------------------------------------------------------------------
 XLA_OPTIONS = {
     # What users get: the package's own options, robust_jax.compile_options.cpu_compiler_options() (on CPU with
-    # jaxlib 0.10.2: "eigen-conv"; off with ROBUST_JAX_XLA_CPU_FAST_CONV=0). Resolved by xla_options().
+    # jaxlib 0.10.2: "eigen-conv" and LLVM -O1 for XLA's own loops; off with ROBUST_JAX_XLA_CPU_FAST_CONV=0).
+    # Resolved by xla_options().
     "default": None,
     # jaxlib's own default: convolutions in YNNPACK fusions (jaxlib 0.10.2's default list is individual_dot,
     # individual_convolution, reduce); what the package compiled before issue 17.

@@ -40,8 +40,9 @@ def base():
     c = ml_collections.ConfigDict()
     c.seed = 0
     # xla_cpu_fast_conv: on a CPU backend, compile the train/eval/AutoAttack programs with convolutions on
-    #   XLA:CPU's Eigen path instead of YNNPACK (1.2-1.4x faster PGD-AT measured; robust_jax.compile_options).
-    #   Only speed and the last bits of float results change; env ROBUST_JAX_XLA_CPU_FAST_CONV=0 also turns it off.
+    #   XLA:CPU's Eigen path instead of YNNPACK (1.2-1.4x faster PGD-AT measured) and XLA's own loops at LLVM -O1
+    #   (quicker compiles, same values; robust_jax.compile_options). Only speed and the last bits of convolutions
+    #   change; env ROBUST_JAX_XLA_CPU_FAST_CONV=0 also turns it off.
     c.xla_cpu_fast_conv = True
     c.data = dict(name="digits", train_split="train", eval_split="test", num_classes=0, image_size=0,
                   train_augment="none", eval_preprocess="none", crop_padding=4, shuffle_buffer=50_000,

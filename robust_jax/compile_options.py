@@ -1,19 +1,23 @@
-"""Per-compile XLA options for the package's jitted programs: the faster XLA:CPU convolution path.
+"""Per-compile XLA options for the package's jitted programs on CPU: the faster convolution path, quicker codegen.
 
 jaxlib 0.10.2 sends fp32 convolutions on CPU to YNNPACK fusions by default; on the AVX-512 CPUs we
 measured (2 cores of an AMD EPYC and of an Intel Xeon) those are up to 2x slower than XLA's Eigen
 convolutions (benchmarks/README.md, "Which convolution kernels" and "Issue 17"), and a PGD-AT step is
 1.3-1.4x slower as a whole. `cpu_compiler_options()` returns the per-compile options that keep
-YNNPACK for reductions and dots and run convolutions on Eigen — only when the backend is CPU and the jaxlib
-version is one where the option exists and was measured (an option XLA does not know fails the compile), and
-only when the user sets no `xla_cpu_experimental_ynn_fusion_type` in `XLA_FLAGS` themselves.
+YNNPACK for reductions and dots and run convolutions on Eigen (FAST_CONV), and that compile XLA's own fused
+loops at LLVM optimisation level 1 instead of jaxlib's default (QUICK_CODEGEN: the programs' time is in the
+convolution and dot libraries, so they run as fast and return the same bits, and compile 20-40% quicker, which
+is most of an AutoAttack run on a small model; benchmarks/README.md, "Compile level"). Both only when the
+backend is CPU and the jaxlib version is one where the options exist and were measured (an option XLA does not
+know fails the compile); an option the user's own `XLA_FLAGS` names is left to the user.
 
 Every program the package compiles (train steps, evaluation, AutoAttack) is jitted with `compile_options.jit`,
-which picks the options when it is called, so cached jitted functions follow the current switch. Off switches:
-the config field `xla_cpu_fast_conv` (applied by `train_and_evaluate`, `evaluate` and VQGAN training through
-`configure(config)`, a process-wide switch that holds until the next run configures it) and the environment
-variable `ROBUST_JAX_XLA_CPU_FAST_CONV=0`; either one turns it off. Only speed and the rounding of float results
-change (a long training run then follows a different, equally good trajectory).
+which picks the options when it is called, so cached jitted functions follow the current switch. Off switches
+(all options, i.e. jaxlib's defaults): the config field `xla_cpu_fast_conv` (applied by `train_and_evaluate`,
+`evaluate` and VQGAN training through `configure(config)`, a process-wide switch that holds until the next run
+configures it) and the environment variable `ROBUST_JAX_XLA_CPU_FAST_CONV=0`; either one turns them off. Only
+speed and the rounding of convolutions change (a long training run then follows a different, equally good
+trajectory).
 Library functions called inside a user's own `jax.jit` (attacks, losses) cannot choose compile options:
 jit with `robust_jax.compile_options.jit` (or pass `compiler_options=cpu_compiler_options()`) to get them.
 """
@@ -29,6 +33,9 @@ import jax
 ENV = "ROBUST_JAX_XLA_CPU_FAST_CONV"
 # Convolutions on XLA:CPU's Eigen path; reductions (BatchNorm statistics) and dots stay on YNNPACK.
 FAST_CONV = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_REDUCE,LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
+# XLA's own fused loops compiled at LLVM -O1 (jaxlib's default is higher): same values, quicker compiles.
+QUICK_CODEGEN = {"xla_backend_optimization_level": 1}
+CPU_OPTIONS = {**FAST_CONV, **QUICK_CODEGEN}
 # jaxlib versions [from, to) where the option exists and the Eigen path was measured faster.
 JAXLIB_RANGE = ((0, 10, 2), (0, 11, 0))
 
@@ -70,16 +77,15 @@ def enabled() -> bool:
 
 
 def cpu_compiler_options(backend: Optional[str] = None, *, fast_conv: Optional[bool] = None) -> dict:
-    """The per-compile options for `jax.jit(..., compiler_options=...)`: FAST_CONV on CPU when the switch is
-    on (`fast_conv` overrides it), the jaxlib version is in JAXLIB_RANGE and XLA_FLAGS does not choose the
-    YNNPACK fusion types itself; else {}."""
+    """The per-compile options for `jax.jit(..., compiler_options=...)`: CPU_OPTIONS on CPU when the switch is
+    on (`fast_conv` overrides it) and the jaxlib version is in JAXLIB_RANGE, less any option that XLA_FLAGS
+    sets itself (the user's choice wins); else {}."""
     if not (enabled() if fast_conv is None else fast_conv):
         return {}
     if (backend or jax.default_backend()) != "cpu" or not jaxlib_supported():
         return {}
-    if "xla_cpu_experimental_ynn_fusion_type" in os.environ.get("XLA_FLAGS", ""):
-        return {}
-    return dict(FAST_CONV)
+    user_flags = os.environ.get("XLA_FLAGS", "")
+    return {k: v for k, v in CPU_OPTIONS.items() if k not in user_flags}
 
 
 class _Jit:

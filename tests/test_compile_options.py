@@ -1,5 +1,6 @@
-"""robust_jax.compile_options: the faster XLA:CPU conv path is applied on CPU, turned off by the config field
-and the environment variable, and never given to other backends or unmeasured jaxlib versions."""
+"""robust_jax.compile_options: the faster XLA:CPU conv path and the quicker codegen level are applied on CPU,
+turned off by the config field and the environment variable, left to the user where XLA_FLAGS names them, and
+never given to other backends or unmeasured jaxlib versions."""
 import jax
 import jax.numpy as jnp
 import pytest
@@ -31,7 +32,7 @@ def _compiled_text(jitted):
 def test_applied_on_cpu():
     co.configure(True)
     assert jax.default_backend() == "cpu"
-    assert co.cpu_compiler_options() == co.FAST_CONV
+    assert co.cpu_compiler_options() == co.CPU_OPTIONS
     # the convolution leaves YNNPACK (Eigen path) with the options, stays there without them
     assert "__ynn_fusion" not in _compiled_text(co.jit(_conv))
     assert "__ynn_fusion" in _compiled_text(jax.jit(_conv))
@@ -48,7 +49,7 @@ def test_switches_turn_it_off(monkeypatch):
     base = common.base()
     assert base.xla_cpu_fast_conv is True
     co.configure(base)
-    assert co.cpu_compiler_options() == co.FAST_CONV
+    assert co.cpu_compiler_options() == co.CPU_OPTIONS
     with base.unlocked():
         base.xla_cpu_fast_conv = False
     co.configure(base)
@@ -57,17 +58,44 @@ def test_switches_turn_it_off(monkeypatch):
     f = co.jit(_conv)
     assert "__ynn_fusion" in _compiled_text(f)
     co.configure(ml_collections.ConfigDict({"seed": 0}))  # a config without the field: default on
-    assert co.cpu_compiler_options() == co.FAST_CONV
+    assert co.cpu_compiler_options() == co.CPU_OPTIONS
     assert "__ynn_fusion" not in _compiled_text(f)
     for off in ("0", "false", "off"):
         monkeypatch.setenv(co.ENV, off)
         assert co.cpu_compiler_options() == {}
     monkeypatch.setenv(co.ENV, "1")
-    assert co.cpu_compiler_options() == co.FAST_CONV
+    assert co.cpu_compiler_options() == co.CPU_OPTIONS
     assert co.cpu_compiler_options(fast_conv=False) == {}
-    # a user's own XLA_FLAGS choice of fusion types wins
+    # a user's own XLA_FLAGS choice wins, option by option
     monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=")
+    assert co.cpu_compiler_options() == co.QUICK_CODEGEN
+    monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=3")
+    assert co.cpu_compiler_options() == co.FAST_CONV
+    monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=2 --xla_cpu_experimental_ynn_fusion_type=")
     assert co.cpu_compiler_options() == {}
+
+
+@needs_supported_jaxlib
+def test_quick_codegen_keeps_every_bit():
+    """QUICK_CODEGEN only lowers LLVM's optimisation of XLA's own loops: a program of the kinds the package
+    compiles (conv, BatchNorm-like statistics, softmax cross-entropy, its input and weight gradients, a sort)
+    returns the same bits with and without it."""
+    def program(x, w, y):
+        def loss(x, w):
+            h = _conv(x, w)
+            h = (h - h.mean((0, 1, 2))) * jax.lax.rsqrt(h.var((0, 1, 2)) + 1e-5)
+            logits = jax.nn.gelu(h).mean((1, 2))
+            return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], 1))
+        value, (gx, gw) = jax.value_and_grad(loss, (0, 1))(x, w)
+        return value, gx, gw, jnp.argsort(gx.reshape(len(x), -1), axis=1)
+
+    x = jax.random.normal(jax.random.key(0), (4, 8, 8, 16))
+    w = jax.random.normal(jax.random.key(1), (3, 3, 16, 16)) * 0.1
+    y = jnp.array([0, 3, 5, 15])
+    quick = jax.jit(program, compiler_options=co.CPU_OPTIONS)
+    assert "xla_backend_optimization_level" in co.CPU_OPTIONS
+    for a, b in zip(quick(x, w, y), jax.jit(program, compiler_options=co.FAST_CONV)(x, w, y)):
+        assert a.dtype == b.dtype and bool(jnp.all(a == b))
 
 
 def test_other_backends_and_versions_get_none():
