@@ -25,6 +25,7 @@ from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
 from robust_jax import stages
+from robust_jax.models import bf16_dot_conv
 
 # PyTorch's default init for Conv2d/Linear weights: kaiming_uniform(a=sqrt(5)) == U(+-1/sqrt(fan_in)).
 torch_default_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
@@ -51,7 +52,9 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     The weight gradient reads the input with its batch and feature axes swapped, computed as a stage of
     its own (`stages.separately`) rather than fused with the input's producers (see `_conv_jvp`). The
     forward of a 'same' stride-1 convolution on a map of <= 4x4 pixels is an im2col product (`_im2col_conv`:
-    lax's values to float32 rounding; its derivatives are the convolutions above).
+    lax's values to float32 rounding; its derivatives are the convolutions above). On CPUs with AMX, a
+    bfloat16 'same' stride-1 convolution and its input gradient are one bfloat16 product each
+    (`bf16_dot_conv`; jaxlib has no bfloat16 convolution on CPU).
     Grouped convolutions, string paddings and every other backend than the CPU (the pass and the layout
     problem are XLA:CPU's) go to `lax.conv_general_dilated` unchanged.
     """
@@ -64,6 +67,8 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     static = (tuple(window_strides), tuple(tuple(p) for p in padding),
               None if lhs_dilation is None else tuple(lhs_dilation),
               None if rhs_dilation is None else tuple(rhs_dilation), dn, precision, preferred_element_type)
+    if _bf16_dot_applies(static, lhs, rhs):
+        return _bf16_dot_conv(static, lhs, rhs)
     return _conv(static, lhs, rhs)
 
 
@@ -77,14 +82,23 @@ SMALL_MAP_PIXELS = 16
 """Output maps of at most this many pixels (4x4) run their 'same' stride-1 forward as an im2col product."""
 
 
-def _im2col_applies(static, lhs_shape, rhs_shape) -> bool:
+def _same_stride1_nhwc(static, rhs_shape) -> bool:
+    """An NHWC/HWIO 2-D convolution with stride 1, no dilation, an odd kernel and padding k // 2 each side."""
     strides, padding, lhs_dilation, rhs_dilation, dn, _, preferred = static
     kh, kw = rhs_shape[0], rhs_shape[1]
     return (tuple(dn.lhs_spec) == (0, 3, 1, 2) and tuple(dn.rhs_spec) == (3, 2, 0, 1)
             and tuple(dn.out_spec) == (0, 3, 1, 2) and preferred is None and set(strides) == {1}
             and lhs_dilation in (None, (1, 1)) and rhs_dilation in (None, (1, 1)) and kh % 2 == 1 and kw % 2 == 1
-            and padding == ((kh // 2, kh // 2), (kw // 2, kw // 2))
-            and lhs_shape[1] * lhs_shape[2] <= SMALL_MAP_PIXELS)
+            and padding == ((kh // 2, kh // 2), (kw // 2, kw // 2)))
+
+
+def _im2col_applies(static, lhs_shape, rhs_shape) -> bool:
+    return _same_stride1_nhwc(static, rhs_shape) and lhs_shape[1] * lhs_shape[2] <= SMALL_MAP_PIXELS
+
+
+def _bf16_dot_applies(static, lhs, rhs) -> bool:
+    return (bf16_dot_conv.fast_on_this_cpu() and _same_stride1_nhwc(static, rhs.shape)
+            and bf16_dot_conv.applies(lhs.shape, rhs.shape, lhs.dtype, rhs.dtype))
 
 
 def _im2col_conv(static, lhs, rhs):
@@ -137,6 +151,29 @@ def _conv_jvp(static, primals, tangents):
 
 
 _conv.defjvp(_conv_jvp, symbolic_zeros=True)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _bf16_dot_conv(static, lhs, rhs):
+    """A bfloat16 'same' stride-1 convolution as one product on AMX CPUs (`bf16_dot_conv.conv_same`): the
+    forward and the input gradient (the same product with the reversed, swapped kernel), which are all of an
+    attack step's convolutions; the weight gradient is `_conv`'s (a float32 convolution, as before). Reverse
+    mode only (grad/vjp, any order); forward mode (jax.jvp) raises."""
+    return bf16_dot_conv.conv_same(lhs, rhs)
+
+
+def _bf16_dot_conv_fwd(static, lhs, rhs):
+    return bf16_dot_conv.conv_same(lhs, rhs), (lhs, rhs)
+
+
+def _bf16_dot_conv_bwd(static, residuals, g):
+    lhs, rhs = residuals
+    d_lhs = bf16_dot_conv.conv_same(g.astype(lhs.dtype), bf16_dot_conv.input_gradient_kernel(rhs))
+    _, weight_vjp = jax.vjp(lambda r: _conv(static, lhs, r), rhs)
+    return d_lhs, weight_vjp(g)[0]
+
+
+_bf16_dot_conv.defvjp(_bf16_dot_conv_fwd, _bf16_dot_conv_bwd)
 
 
 def conv(features: int, kernel: int, stride: int = 1, *, padding: Optional[int] = None, name=None,
