@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Optional
 
-import jax
 import jax.numpy as jnp
 
 from robust_jax import mixing as mixing_lib
