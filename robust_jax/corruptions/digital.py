@@ -26,9 +26,9 @@ PIXELATE = (0.6, 0.5, 0.4, 0.3, 0.25)
 def brightness(key, image, severity: int, params: str = "imagenet"):
     """Adds `c` to the HSV value channel (clipped to [0, 1]) and converts back (skimage HSV)."""
     del key
-    hsv = resample.rgb_to_hsv(image)
-    value = jnp.clip(hsv[..., 2] + params_lib.pick(params, BRIGHTNESS, "brightness")[severity - 1], 0.0, 1.0)
-    return resample.hsv_to_rgb(hsv.at[..., 2].set(value))
+    h, s, v = resample.hsv_channels(image)
+    value = jnp.clip(v + params_lib.pick(params, BRIGHTNESS, "brightness")[severity - 1], 0.0, 1.0)
+    return resample.rgb_from_hsv_channels(h, s, value)
 
 
 def contrast(key, image, severity: int, params: str = "imagenet"):
@@ -42,8 +42,8 @@ def saturate(key, image, severity: int, params: str = "imagenet"):
     """HSV saturation `s -> clip(s * a + b, 0, 1)` (skimage HSV)."""
     del key
     a, b = params_lib.pick(params, SATURATE, "saturate")[severity - 1]
-    hsv = resample.rgb_to_hsv(image)
-    return resample.hsv_to_rgb(hsv.at[..., 1].set(jnp.clip(hsv[..., 1] * a + b, 0.0, 1.0)))
+    h, s, v = resample.hsv_channels(image)
+    return resample.rgb_from_hsv_channels(h, jnp.clip(s * a + b, 0.0, 1.0), v)
 
 
 def pixelate_batch(key, images, severity: int, params: str = "imagenet"):

@@ -23,9 +23,16 @@ import numpy as np
 def rgb_to_hsv(rgb):
     """`skimage.color.rgb2hsv` on `[..., 3]` floats: H, S, V in [0, 1]; where several channels share the
     maximum, blue wins over green over red (skimage assigns them in that order); grey pixels get H = S = 0."""
+    return jnp.stack(hsv_channels(rgb), axis=-1)
+
+
+def hsv_channels(rgb):
+    """`rgb_to_hsv` as the three channel arrays (h, s, v) of shape `[...]`. Elementwise only: a max/min over
+    the 3-wide channel axis would run as a reduction (YNNPACK on XLA:CPU), and the corruptions that change one
+    channel (brightness, saturate) would stack and split the channels again."""
     r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    v = jnp.max(rgb, axis=-1)
-    delta = v - jnp.min(rgb, axis=-1)
+    v = jnp.maximum(jnp.maximum(r, g), b)
+    delta = v - jnp.minimum(jnp.minimum(r, g), b)
     grey = delta == 0
     safe_delta = jnp.where(grey, 1.0, delta)
     s = jnp.where(grey, 0.0, delta / jnp.where(v == 0, 1.0, v))
@@ -33,21 +40,26 @@ def rgb_to_hsv(rgb):
     h = jnp.where(g == v, 2.0 + (b - r) / safe_delta, h)
     h = jnp.where(b == v, 4.0 + (r - g) / safe_delta, h)
     h = jnp.where(grey, 0.0, jnp.mod(h / 6.0, 1.0))
-    return jnp.stack([h, s, v], axis=-1)
+    return h, s, v
 
 
 def hsv_to_rgb(hsv):
     """`skimage.color.hsv2rgb` on `[..., 3]` floats (sector `floor(6 H) mod 6`, the p/q/t construction)."""
-    h, s, v = hsv[..., 0], hsv[..., 1], hsv[..., 2]
+    return rgb_from_hsv_channels(hsv[..., 0], hsv[..., 1], hsv[..., 2])
+
+
+def rgb_from_hsv_channels(h, s, v):
+    """`hsv_to_rgb` of three channel arrays `[...]` -> `[..., 3]`. Each output channel selects its sector's
+    value: 3.7-4.0 ms for brightness on 16 x 224 px against 8.3-8.8 for a gather from a stacked table of all
+    six and 7.8 for `lax.select_n` by sector or a chain of wheres, which XLA:CPU fuses into one slower loop."""
     hi = jnp.floor(h * 6.0)
     f = h * 6.0 - hi
     p = v * (1.0 - s)
     q = v * (1.0 - f * s)
     t = v * (1.0 - (1.0 - f) * s)
     sector = jnp.mod(hi, 6.0).astype(jnp.int32)
-    table = jnp.stack([jnp.stack(c, axis=-1) for c in
-                       ((v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q))], axis=0)
-    return jnp.take_along_axis(table, sector[None, ..., None], axis=0)[0]
+    per_sector = ((v, q, p, p, t, v), (t, v, v, q, p, p), (p, p, t, v, v, q))  # r, g, b in sectors 0..5
+    return jnp.stack([jnp.select([sector == k for k in range(5)], list(c[:5]), c[5]) for c in per_sector], axis=-1)
 
 
 def rgb_to_gray(rgb):
