@@ -203,6 +203,26 @@ def test_glass_shuffle_equals_reference_numba_loop_and_sequential_copies():
         np.testing.assert_array_equal(shuffle(x, offsets, 2), _sequential_copy_shuffle(x, offsets, 2))
 
 
+def test_glass_passes_compose_and_the_batch_gather_is_the_per_image_blur():
+    """`glass_sources` (the passes' maps composed) moves pixels as the passes one after another, and the batch
+    version `corrupt` calls (one gather over the flattened batch) returns the vmapped per-image `glass_blur`."""
+    from robust_jax.corruptions import blur, threefry
+    x = np.random.default_rng(7).integers(0, 256, (29, 36, 3)).astype(np.float32)
+    offsets = np.random.default_rng(8).integers(-2, 2, (3, 25, 32, 2))
+    sequential = jnp.asarray(x)
+    for off in offsets:
+        sequential = sequential.reshape(-1, 3)[blur.glass_shuffle_sources(29, 36, 2, off)].reshape(29, 36, 3)
+    composed = x.reshape(-1, 3)[np.asarray(blur.glass_sources(29, 36, 2, jnp.asarray(offsets)))].reshape(29, 36, 3)
+    np.testing.assert_array_equal(composed, sequential)
+    assert not np.array_equal(composed, x)
+    images, key = jax.random.uniform(jax.random.key(0), (3, 24, 20, 3)), jax.random.key(1)
+    for severity, params in ((3, "imagenet"), (4, "cifar")):
+        batch = jax.jit(lambda k, im: blur.glass_blur_batch(k, im, severity, params))(key, images)
+        per_image = jax.jit(jax.vmap(lambda k, im: blur.glass_blur(k, im, severity, params)))(
+            threefry.image_keys(key, 3), images)
+        np.testing.assert_array_equal(batch, per_image)
+
+
 def test_glass_blur_matches_reference_with_replayed_draws():
     ic = pytest.importorskip("imagecorruptions")
     from robust_jax.corruptions import blur

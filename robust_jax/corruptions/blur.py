@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from robust_jax import stages
 from robust_jax.corruptions import filters
 from robust_jax.corruptions import params as params_lib
 from robust_jax.corruptions import threefry
@@ -156,24 +157,53 @@ def glass_shuffle_sources(h: int, w: int, max_delta: int, offsets):
     return jnp.where(interior, embedded, np.arange(h * w).reshape(h, w)).reshape(-1)
 
 
+def glass_sources(h: int, w: int, max_delta: int, offsets):
+    """The flat index each pixel's final value comes from after all passes (`offsets` [passes, H-2d, W-2d, 2]):
+    the passes' source maps composed (pass k reads what pass k-1 wrote: sources[...][s_k]), so the pixels
+    move in one gather instead of one per pass."""
+    sources = glass_shuffle_sources(h, w, max_delta, offsets[0])
+    for i in range(1, offsets.shape[0]):
+        sources = sources[glass_shuffle_sources(h, w, max_delta, offsets[i])]
+    return sources
+
+
+def _glass_offsets(key, h: int, w: int, max_delta: int, passes: int):
+    shape = (passes, h - 2 * max_delta, w - 2 * max_delta, 2)
+    return threefry.randint(key, shape, -max_delta, max_delta)  # numpy randint: high exclusive
+
+
+def _blur_to_uint8_levels(image, sigma):
+    return jnp.floor(filters.gaussian_filter(image, sigma) * 255.0) / 255.0  # the reference's np.uint8(x * 255)
+
+
 def glass_blur_core(image, offsets, severity: int, params: str = "imagenet"):
     """The reference's glass blur with the shuffle offsets `offsets` [passes, H-2d, W-2d, 2] = (dx, dy),
     each in [-d, d)."""
-    sigma, max_delta, passes = params_lib.pick(params, GLASS, "glass_blur")[severity - 1]
+    sigma, max_delta, _ = params_lib.pick(params, GLASS, "glass_blur")[severity - 1]
     h, w, c = image.shape
-    x = filters.gaussian_filter(image, sigma)
-    x = jnp.floor(x * 255.0) / 255.0  # the reference's np.uint8(blurred * 255)
-    for i in range(passes):
-        x = x.reshape(h * w, c)[glass_shuffle_sources(h, w, max_delta, offsets[i])].reshape(h, w, c)
+    x = _blur_to_uint8_levels(image, sigma)
+    x = x.reshape(h * w, c)[glass_sources(h, w, max_delta, offsets)].reshape(h, w, c)
     return filters.gaussian_filter(x, sigma)
 
 
 def glass_blur(key, image, severity: int, params: str = "imagenet"):
     _, max_delta, passes = params_lib.pick(params, GLASS, "glass_blur")[severity - 1]
     h, w = image.shape[:2]
-    shape = (passes, h - 2 * max_delta, w - 2 * max_delta, 2)
-    offsets = threefry.randint(key, shape, -max_delta, max_delta)  # numpy randint: high exclusive
-    return glass_blur_core(image, offsets, severity, params)
+    return glass_blur_core(image, _glass_offsets(key, h, w, max_delta, passes), severity, params)
+
+
+def glass_blur_batch(key, images, severity: int, params: str = "imagenet"):
+    """`glass_blur` of each image of `[B, H, W, 3]` with its key `threefry.image_keys(key, B)[i]` (what `corrupt`
+    calls; the same values). The per-image steps are vmapped; the pixels of the whole batch move in one gather
+    computed as a stage of its own (`stages.separately`): vmapped, XLA:CPU fused the gather with the two blurs'
+    transposed layouts and it took 17 of the corruption's 47 ms (16 x 224 px)."""
+    sigma, max_delta, passes = params_lib.pick(params, GLASS, "glass_blur")[severity - 1]
+    b, h, w, c = images.shape
+    offsets = jax.vmap(lambda k: _glass_offsets(k, h, w, max_delta, passes))(threefry.image_keys(key, b))
+    sources = jax.vmap(lambda o: glass_sources(h, w, max_delta, o))(offsets) + (np.arange(b) * (h * w))[:, None]
+    x = jax.vmap(lambda im: _blur_to_uint8_levels(im, sigma))(images)
+    moved = stages.separately(lambda x, s: x.reshape(b * h * w, c)[s.reshape(-1)].reshape(b, h, w, c), x, sources)
+    return jax.vmap(lambda im: filters.gaussian_filter(im, sigma))(moved)
 
 
 CORRUPTIONS = {

@@ -101,3 +101,8 @@ def randint(key, shape, low: int, high: int):
     if multiplier:
         offset = ((_hash(_words(higher_key), size) % span) * multiplier + offset) % span
     return (low + offset.astype(jnp.int32)).reshape(shape)
+
+
+def image_keys(key, n: int):
+    """The per-image keys `corrupt` gives a batch of n images: `fold_in(key, i)` for i < n."""
+    return jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n))
