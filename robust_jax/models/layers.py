@@ -53,8 +53,9 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     its own (`stages.separately`) rather than fused with the input's producers (see `_conv_jvp`). The
     forward of a 'same' stride-1 convolution on a map of <= 4x4 pixels is an im2col product (`_im2col_conv`:
     lax's values to float32 rounding; its derivatives are the convolutions above). On CPUs with AMX, a
-    bfloat16 'same' stride-1 convolution and its input gradient are one bfloat16 product each
-    (`bf16_dot_conv`; jaxlib has no bfloat16 convolution on CPU).
+    bfloat16 'same' stride-1 convolution on a map of <= 16x16 pixels and its input gradient are one bfloat16
+    product each (`bf16_dot_conv`; jaxlib has no bfloat16 convolution on CPU): lax's values to bfloat16
+    rounding, reverse-mode derivatives only (`_bf16_dot_conv`).
     Grouped convolutions, string paddings and every other backend than the CPU (the pass and the layout
     problem are XLA:CPU's) go to `lax.conv_general_dilated` unchanged.
     """
