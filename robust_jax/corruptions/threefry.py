@@ -28,15 +28,20 @@ from jax.scipy import special
 from robust_jax import stages
 
 
+def _is_typed(key) -> bool:
+    """A typed key (`jax.random.key`) rather than raw uint32 words (`jax.random.PRNGKey`)."""
+    return jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+
+
 def _fast_path(key, size: int) -> bool:
-    typed = key if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) else jax.random.wrap_key_data(key)
+    typed = key if _is_typed(key) else jax.random.wrap_key_data(key)
     return (str(jax.random.key_impl(typed)) == "threefry2x32" and jax.config.jax_threefry_partitionable
             and not jax.config.jax_enable_x64 and size < 2**32)
 
 
 def _words(key):
     """The two uint32 words of a threefry key, typed (`jax.random.key`) or raw (`PRNGKey`)."""
-    return jax.random.key_data(key) if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) else key
+    return jax.random.key_data(key) if _is_typed(key) else key
 
 
 def _hash(words, size: int):
