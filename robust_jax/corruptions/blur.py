@@ -199,8 +199,8 @@ def glass_blur_batch(key, images, severity: int, params: str = "imagenet"):
     transposed layouts and it took 17 of the corruption's 47 ms (16 x 224 px)."""
     sigma, max_delta, passes = params_lib.pick(params, GLASS, "glass_blur")[severity - 1]
     b, h, w, c = images.shape
-    offsets = jax.vmap(lambda k: _glass_offsets(k, h, w, max_delta, passes))(threefry.image_keys(key, b))
-    sources = jax.vmap(lambda o: glass_sources(h, w, max_delta, o))(offsets) + (np.arange(b) * (h * w))[:, None]
+    sources = jax.vmap(lambda k: glass_sources(h, w, max_delta, _glass_offsets(k, h, w, max_delta, passes)))(
+        threefry.image_keys(key, b)) + (np.arange(b) * (h * w))[:, None]
     x = jax.vmap(lambda im: _blur_to_uint8_levels(im, sigma))(images)
     moved = stages.separately(lambda x, s: x.reshape(b * h * w, c)[s.reshape(-1)].reshape(b, h, w, c), x, sources)
     return jax.vmap(lambda im: filters.gaussian_filter(im, sigma))(moved)

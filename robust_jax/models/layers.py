@@ -169,7 +169,7 @@ def _bf16_dot_conv_fwd(static, lhs, rhs):
 
 def _bf16_dot_conv_bwd(static, residuals, g):
     lhs, rhs = residuals
-    d_lhs = bf16_dot_conv.conv_same(g.astype(lhs.dtype), bf16_dot_conv.input_gradient_kernel(rhs))
+    d_lhs = bf16_dot_conv.conv_same(g, bf16_dot_conv.input_gradient_kernel(rhs))
     _, weight_vjp = jax.vjp(lambda r: _conv(static, lhs, r), rhs)
     return d_lhs, weight_vjp(g)[0]
 
