@@ -42,6 +42,24 @@ def test_gaussian_filter_matches_scipy_every_mode(mode):
         np.testing.assert_allclose(F.gaussian_filter(x, sigma, mode=mode), ref, atol=5e-7)
 
 
+@pytest.mark.parametrize("mode", F.MODES)
+def test_banded_correlation_matches_scipy_every_mode(mode):
+    """Blocks of 4 outputs on axes of 19 and 22 (neither a multiple of 4): the windows' boundary sources,
+    the dropped tail and, at radius 14 > 4 + both axes' blocks, windows reaching past repeated reflections."""
+    ndi = pytest.importorskip("scipy.ndimage")
+    x = np.random.default_rng(5).random((19, 22, 2))
+    for sigma in (1.0, 3.5):
+        taps = F.gaussian_kernel1d(sigma)
+        for axis in (0, 1):
+            ref = ndi.correlate1d(x, taps, axis=axis, mode=mode)
+            np.testing.assert_allclose(F.correlate_along(jnp.asarray(x, jnp.float32), taps, mode, axis, block=4),
+                                       ref, atol=5e-7)
+    # gaussian_filter takes the banded product on axes longer than two blocks (here 70 > 2 x 32)
+    x = np.random.default_rng(6).random((70, 9, 2))
+    np.testing.assert_allclose(F.gaussian_filter(x, 1.5, mode=mode),
+                               ndi.gaussian_filter(x, (1.5, 1.5, 0), mode=mode, truncate=4.0), atol=5e-7)
+
+
 def test_gaussian_filter_matches_skimage_2d_per_axis_sigma():
     skf = pytest.importorskip("skimage.filters")
     x = np.random.default_rng(1).uniform(-1, 1, (24, 18))

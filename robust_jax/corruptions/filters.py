@@ -98,6 +98,42 @@ def _apply_along(x, matrix: np.ndarray, axis: int):
     return jnp.moveaxis(jnp.tensordot(m, x, axes=(1, 1), precision=_HIGHEST), 0, 1)
 
 
+def band_block(radius: int) -> int:
+    """Outputs per block of `correlate_along`'s banded product for taps of `radius`: the fastest of 8-128 for
+    16 x 224 px x 3 images on 2 cores (benchmarks/README.md, "Banded gaussian blur")."""
+    return 32 if radius <= 12 else 64
+
+
+def correlate_along(x, taps: np.ndarray, mode: str, axis: int, block: int | None = None):
+    """1-D correlation of axis 0 or 1 of `x` with odd-length `taps` under boundary `mode` (float32, full
+    precision): `correlation_matrix`'s product, computed blockwise where the axis is long.
+
+    The dense [n, n] matrix is banded (2r+1 of n entries per row are taps); on long axes, where it wastes
+    most of its multiplies (n = 224, r = 4: 96%), each block of `block` outputs is instead the product of one
+    shared [block, block + 2r] band with its window of the boundary-extended input, gathered at static
+    indices: 3x faster at r = 4, 2x at r = 12, even at r = 24 (64-wide blocks). The same terms are
+    summed; only the order of the float32 additions differs (~1e-7)."""
+    taps = np.asarray(taps, np.float64)
+    n, r = x.shape[axis], (len(taps) - 1) // 2
+    block = block or band_block(r)
+    if n <= 2 * block:
+        return _apply_along(x, correlation_matrix(n, taps, mode), axis)
+    blocks, window = -(-n // block), block + 2 * r
+    # source of every window position; positions past n + r only feed outputs past n, which are dropped
+    src = boundary_index(np.arange(blocks)[:, None] * block + np.arange(window)[None, :] - r, n, mode)
+    if mode == "constant":  # index -1 -> a row of zeros in front
+        x = jnp.pad(x, [(1, 0) if a == axis else (0, 0) for a in range(x.ndim)])
+        src = src + 1
+    windows = jnp.take(x, src.reshape(-1), axis=axis)
+    windows = windows.reshape(x.shape[:axis] + (blocks, window) + x.shape[axis + 1:])
+    band = np.zeros((block, window), np.float32)
+    for i in range(block):
+        band[i, i:i + 2 * r + 1] = taps
+    y = jnp.moveaxis(jnp.tensordot(windows, band, axes=((axis + 1,), (1,)), precision=_HIGHEST), -1, axis + 1)
+    y = y.reshape(x.shape[:axis] + (blocks * block,) + x.shape[axis + 1:])
+    return jax.lax.slice_in_dim(y, 0, n, axis=axis)
+
+
 def gaussian_filter(x, sigma, *, mode: str = "nearest", truncate: float = 4.0):
     """Gaussian blur of axes 0 and 1 of `x` with scipy.ndimage.gaussian_filter semantics (see module)."""
     x = jnp.asarray(x, jnp.float32)
@@ -108,8 +144,7 @@ def gaussian_filter(x, sigma, *, mode: str = "nearest", truncate: float = 4.0):
         raise ValueError(f"sigma must be a number or a pair, got {sigma!r}")
     for axis, s in enumerate(sigmas):
         if float(s) > 0:
-            taps = gaussian_kernel1d(float(s), truncate)
-            x = _apply_along(x, correlation_matrix(x.shape[axis], taps, mode), axis)
+            x = correlate_along(x, gaussian_kernel1d(float(s), truncate), mode, axis)
     return x
 
 
