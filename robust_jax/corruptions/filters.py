@@ -243,8 +243,9 @@ def motion_blur(x, radius: int, sigma: float, angle):
     out = sum_i k_i * shift(x, dx_i, dy_i), k = `motion_blur_kernel(radius, sigma)`, shifts from
     `motion_shifts`; shift(x, dx, dy)[h, w] = x[clip(h - dy), clip(w - dx)] (the reference's roll plus
     edge fill). The reference stops summing at the first tap whose |dy| >= H or |dx| >= W (the motion
-    left the image) without renormalising; so does this. `angle` may be traced (random); the loop runs
-    over the static number of taps."""
+    left the image) without renormalising; so does this. `angle` may be traced (random): each tap is a
+    dynamic slice of the edge-padded image (a contiguous window, which XLA:CPU sums for all taps in one
+    vectorised pass; per-pixel clipped gathers took 2.4x as long for 16 x 224 px)."""
     x = jnp.asarray(x, jnp.float32)
     h, w = x.shape[:2]
     k = jnp.asarray(motion_blur_kernel(radius, sigma), jnp.float32)
@@ -252,11 +253,11 @@ def motion_blur(x, radius: int, sigma: float, angle):
     dy, dx = motion_shifts(width, angle)
     inside = (jnp.abs(dy) < h) & (jnp.abs(dx) < w)
     k = k * jnp.cumprod(inside.astype(jnp.float32))  # zero from the first tap that leaves the image on
-    rows, cols = jnp.arange(h), jnp.arange(w)
-
-    def tap(i, acc):
-        r = jnp.clip(rows - dy[i], 0, h - 1)
-        c = jnp.clip(cols - dx[i], 0, w - 1)
-        return acc + k[i] * jnp.take(jnp.take(x, r, axis=0), c, axis=1)
-
-    return jax.lax.fori_loop(0, width, tap, jnp.zeros_like(x))
+    pad = width - 1  # |dy|, |dx| <= width - 1: every window lies inside the padded image
+    channels = ((0, 0),) * (x.ndim - 2)
+    padded = jnp.pad(x, ((pad, pad), (pad, pad)) + channels, mode="edge")  # edge fill = clipped indices
+    out = jnp.zeros_like(x)
+    for i in range(width):
+        start = (pad - dy[i], pad - dx[i]) + (0,) * (x.ndim - 2)
+        out = out + k[i] * jax.lax.dynamic_slice(padded, start, x.shape)
+    return out
