@@ -31,11 +31,12 @@ except ImportError:  # the parity extra is not installed: those tests skip
 
 # Every program compiles at LLVM -O0 (tests/xla_flags.py); subprocesses inherit it. Set before JAX creates
 # its CPU backend, which reads XLA_FLAGS once.
-from xla_flags import with_fast_compile  # noqa: E402  (tests/ is on sys.path: no __init__.py)
+from xla_flags import with_fast_compile, without_fast_compile  # noqa: E402  (tests/ is on sys.path: no __init__.py)
 
 os.environ["XLA_FLAGS"] = with_fast_compile(os.environ.get("XLA_FLAGS", ""))
 
 import jax  # noqa: E402
+import pytest  # noqa: E402
 
 # Many tests compile the same programs (smoke configs, shared model shapes); a persistent cache shared by both
 # pytest-xdist workers and their subprocesses keeps the suite fast. JAX writes cache entries in place (not
@@ -52,3 +53,11 @@ jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE
 jax.config.update("jax_persistent_cache_min_compile_time_secs",
                   float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
 jax.config.update("jax_compilation_cache_max_size", int(os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"]))
+
+
+@pytest.fixture
+def package_codegen(monkeypatch):
+    """The package's programs compile as a user's do (robust_jax.compile_options reads XLA_FLAGS at each jit
+    call; without the suite's -O0 there, they get its QUICK_CODEGEN level): for tests whose time is hundreds
+    of steps of one program rather than compiling (tests/xla_flags.py)."""
+    monkeypatch.setenv("XLA_FLAGS", without_fast_compile(os.environ.get("XLA_FLAGS", "")))

@@ -145,7 +145,7 @@ def test_command_line_train_then_eval_and_errors(tmp_path):
 
 
 @pytest.mark.slow
-def test_pgd_at_is_far_more_robust_than_standard_training(tmp_path):
+def test_pgd_at_is_far_more_robust_than_standard_training(tmp_path, package_codegen):
     """A short version of configs/default.py: same eps, fewer steps. Standard training ends with ~0%
     PGD accuracy; PGD-AT keeps a large fraction while staying accurate."""
     results = {}
