@@ -11,8 +11,8 @@ if ROOT not in sys.path:  # `configs` is a top-level package of the repository, 
 
 # With PYTHONDONTWRITEBYTECODE set (as on our CI machines) and the test command's `pip install --no-compile`,
 # no .pyc file is ever written: every process of the suite (both workers, each main.py run, the multi-process
-# and notebook kernels, ~40 in all) compiled the sources of TensorFlow, torch and JAX again, 12-20 s of a
-# 30 s main.py run on a 2-core Zen 3. The suite keeps that setting's promise (no __pycache__ next to any
+# tests, the notebook kernels) compiled the sources of TensorFlow, torch and JAX again, 12 s of a 32 s main.py
+# smoke run on a 2-core Zen 3. The suite keeps that setting's promise (no __pycache__ next to any
 # source) and still caches bytecode, under .pytest_cache/pycache, inherited by its subprocesses.
 if sys.dont_write_bytecode:
     sys.pycache_prefix = os.environ["PYTHONPYCACHEPREFIX"] = os.path.join(ROOT, ".pytest_cache", "pycache")
