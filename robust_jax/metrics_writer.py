@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Optional
 
 import jax
@@ -34,9 +35,7 @@ class MetricsWriter:
             self._jsonl = open(path, "a")
         except OSError as e:
             raise write_error(path, e, "opening the metrics log") from e
-        from tensorboardX import SummaryWriter
-
-        self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"),
+        self._tb = summary_writer_class()(os.path.join(workdir, "tensorboard"),
                                  purge_step=resume_step + 1 if resume_step else None)
 
     def write(self, step: int, scalars: dict) -> None:
@@ -53,6 +52,24 @@ class MetricsWriter:
         if self.active:
             self._jsonl.close()
             self._tb.close()
+
+
+def summary_writer_class():
+    """tensorboardX's `SummaryWriter`, imported without loading torch unless torch is loaded already.
+
+    tensorboardX imports torch whenever it is installed, only to accept torch tensors (we pass floats): that
+    cost every run in an environment with torch 2 s (4 s without cached bytecode) on 2 CPU cores, and loaded
+    torch after TensorFlow, an order in which torchvision crashes (tests/conftest.py). Its import is made to
+    fail for the moment tensorboardX is imported, then allowed again."""
+    if "torch" in sys.modules:
+        from tensorboardX import SummaryWriter
+        return SummaryWriter
+    sys.modules["torch"] = None  # `import torch` raises ImportError: tensorboardX's torch-free path
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        del sys.modules["torch"]
+    return SummaryWriter
 
 
 def truncate_metrics(path: str, resume_step: int, final_step: Optional[int] = None) -> int:

@@ -53,9 +53,10 @@ def test_every_module_outside_the_input_pipeline_imports_without_tensorflow():
 
 def test_the_input_pipeline_is_the_only_place_that_loads_tensorflow():
     """With TF installed, importing the library (data's facade included) loads neither TF nor torch; the
-    first use of a pipeline function does."""
+    first use of a pipeline function does load TF. A run's metrics writer (TensorBoard events through
+    tensorboardX, which would import torch) leaves torch unloaded, and torch still imports afterwards."""
     out = _run("""
-        import sys
+        import glob, sys, tempfile
         import robust_jax.attacks, robust_jax.models, robust_jax.methods, robust_jax.corruptions
         import robust_jax.data, robust_jax.trainers, robust_jax.train, robust_jax.evaluate
         print("AFTER_IMPORT", "tensorflow" in sys.modules, "torch" in sys.modules)
@@ -63,8 +64,20 @@ def test_the_input_pipeline_is_the_only_place_that_loads_tensorflow():
         cfg = common.base().data
         robust_jax.data.source_for(cfg)
         print("AFTER_USE", "tensorflow" in sys.modules)
+        from robust_jax.metrics_writer import MetricsWriter
+        workdir = tempfile.mkdtemp()
+        writer = MetricsWriter(workdir)
+        writer.write(1, {"loss": 0.5})
+        writer.close()
+        print("WRITER", "torch" in sys.modules, len(glob.glob(workdir + "/tensorboard/events.out.tfevents.*")))
+        try:
+            import torch
+            print("TORCH_AFTER", torch.ones(2).sum().item())
+        except ImportError:  # the parity extra is not installed
+            print("TORCH_AFTER", 2.0)
         """)
     assert "AFTER_IMPORT False False" in out and "AFTER_USE True" in out, out
+    assert "WRITER False 1" in out and "TORCH_AFTER 2.0" in out, out
 
 
 def _doc_snippets(path, section=None):
