@@ -36,7 +36,7 @@ class MetricsWriter:
         except OSError as e:
             raise write_error(path, e, "opening the metrics log") from e
         self._tb = summary_writer_class()(os.path.join(workdir, "tensorboard"),
-                                 purge_step=resume_step + 1 if resume_step else None)
+                                          purge_step=resume_step + 1 if resume_step else None)
 
     def write(self, step: int, scalars: dict) -> None:
         if not self.active:
