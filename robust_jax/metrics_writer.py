@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from typing import Optional
 
 import jax
 import numpy as np
+
+from robust_jax import import_guard
 
 AFTER_TRAINING = ("final/", "eval/")  # prefixes of what a run logs at its last step after the loop
 
@@ -55,20 +56,10 @@ class MetricsWriter:
 
 
 def summary_writer_class():
-    """tensorboardX's `SummaryWriter`, imported without loading torch unless torch is loaded already.
-
-    tensorboardX imports torch whenever it is installed, only to accept torch tensors (we pass floats): that
-    cost every run in an environment with torch 2 s (4 s without cached bytecode) on 2 CPU cores, and loaded
-    torch after TensorFlow, an order in which torchvision crashes (tests/conftest.py). Its import is made to
-    fail for the moment tensorboardX is imported, then allowed again."""
-    if "torch" in sys.modules:
+    """tensorboardX's `SummaryWriter`, imported without loading torch unless torch is loaded already
+    (robust_jax/import_guard.py); loaded after TensorFlow, torchvision would crash (tests/conftest.py)."""
+    with import_guard.skipped_import("torch"):
         from tensorboardX import SummaryWriter
-        return SummaryWriter
-    sys.modules["torch"] = None  # `import torch` raises ImportError: tensorboardX's torch-free path
-    try:
-        from tensorboardX import SummaryWriter
-    finally:
-        del sys.modules["torch"]
     return SummaryWriter
 
 

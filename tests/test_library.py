@@ -53,7 +53,7 @@ def test_every_module_outside_the_input_pipeline_imports_without_tensorflow():
 
 def test_the_input_pipeline_is_the_only_place_that_loads_tensorflow():
     """With TF installed, importing the library (data's facade included) loads neither TF nor torch; the
-    first use of a pipeline function does load TF. A run's metrics writer (TensorBoard events through
+    first use of a pipeline function does load TF, without Keras. A run's metrics writer (TensorBoard events through
     tensorboardX, which would import torch) leaves torch unloaded, and torch still imports afterwards."""
     out = _run("""
         import glob, sys, tempfile
@@ -63,7 +63,7 @@ def test_the_input_pipeline_is_the_only_place_that_loads_tensorflow():
         from configs import common
         cfg = common.base().data
         robust_jax.data.source_for(cfg)
-        print("AFTER_USE", "tensorflow" in sys.modules)
+        print("AFTER_USE", "tensorflow" in sys.modules, "keras" in sys.modules)
         from robust_jax.metrics_writer import MetricsWriter
         workdir = tempfile.mkdtemp()
         writer = MetricsWriter(workdir)
@@ -76,8 +76,25 @@ def test_the_input_pipeline_is_the_only_place_that_loads_tensorflow():
         except ImportError:  # the parity extra is not installed
             print("TORCH_AFTER", 2.0)
         """)
-    assert "AFTER_IMPORT False False" in out and "AFTER_USE True" in out, out
+    assert "AFTER_IMPORT False False" in out and "AFTER_USE True False" in out, out
     assert "WRITER False 1" in out and "TORCH_AFTER 2.0" in out, out
+
+
+def test_skipped_import_fails_only_inside_and_leaves_loaded_modules_alone(tmp_path, monkeypatch):
+    from robust_jax.import_guard import skipped_import
+
+    (tmp_path / "optional_dep.py").write_text("VALUE = 7\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "optional_dep", raising=False)
+    with skipped_import("optional_dep"):
+        with pytest.raises(ImportError):
+            import optional_dep  # noqa: F401
+    import optional_dep
+
+    assert optional_dep.VALUE == 7
+    with skipped_import("optional_dep"):  # loaded already: untouched
+        import optional_dep as again
+    assert again is optional_dep and sys.modules["optional_dep"] is optional_dep
 
 
 def _doc_snippets(path, section=None):

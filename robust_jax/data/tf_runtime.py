@@ -5,11 +5,14 @@ TF's C++ start-up lines (the oneDNN banner, CPU feature notes) are kept off the 
 TF_CPP_MIN_LOG_LEVEL=0 asks for TF's native logging (JAX sets that variable to 1 on import): TF 2.21 writes
 them to the process's stderr before its logging is configured, so the import and the runtime start run with
 file descriptor 2 pointed at /dev/null (Python-level errors still raise as usual). TF is kept off GPUs:
-tf.data only reads and augments, JAX computes.
+tf.data only reads and augments, JAX computes. TF's import skips its eager import of Keras's optimizers
+(robust_jax/import_guard.py): 3.4 s instead of 4.9 s on 2 CPU cores; Keras imports as usual afterwards.
 """
 import contextlib
 import os
 import sys
+
+from robust_jax import import_guard
 
 
 @contextlib.contextmanager
@@ -27,7 +30,8 @@ def _native_stderr_silenced():
 
 
 def _import_tf():
-    import tensorflow as tf
+    with import_guard.skipped_import("keras.src.optimizers"):  # TF's eager Keras import (import_guard.py)
+        import tensorflow as tf
 
     tf.config.set_visible_devices([], "GPU")  # starts TF's runtime, which prints the banner
     return tf
