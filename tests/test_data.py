@@ -87,6 +87,12 @@ def test_digits_source():
     np.testing.assert_array_equal(ex["label"], yt)
 
 
+def test_digits_without_scikit_learn_is_explained(monkeypatch):
+    monkeypatch.setitem(sys.modules, "sklearn", None)  # what find_spec sees when scikit-learn is not installed
+    with pytest.raises(FileNotFoundError, match=r"'digits' dataset is the copy scikit-learn ships .*pip install "):
+        sources._digits_csv()
+
+
 def test_npz_uint8_and_float(tmp_path, mesh):
     x8 = np.random.default_rng(0).integers(0, 256, (6, 4, 5, 3), dtype=np.uint8)
     x8[0] = 255
