@@ -32,6 +32,7 @@ except ImportError:  # the parity extra is not installed: those tests skip
 # Every program compiles at LLVM -O0 (tests/xla_flags.py); subprocesses inherit it. Set before JAX creates
 # its CPU backend, which reads XLA_FLAGS once.
 from xla_flags import with_fast_compile, without_fast_compile  # noqa: E402  (tests/ is on sys.path: no __init__.py)
+import file_order  # noqa: E402
 
 os.environ["XLA_FLAGS"] = with_fast_compile(os.environ.get("XLA_FLAGS", ""))
 
@@ -53,6 +54,16 @@ jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE
 jax.config.update("jax_persistent_cache_min_compile_time_secs",
                   float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
 jax.config.update("jax_compilation_cache_max_size", int(os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"]))
+
+
+def pytest_configure(config):
+    # pytest-xdist would sort the files by their number of tests after pytest_collection_modifyitems
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(config, items):
+    items[:] = file_order.longest_first(items)  # tests/file_order.py
 
 
 @pytest.fixture
