@@ -29,7 +29,7 @@ INSTALL_REQUIRES = [
 EXTRAS = {
     "test": [
         "pytest>=8,<10",
-        "pytest-xdist>=3.5,<4",  # `-n 2`: the suite is compile-bound and single-threaded most of the time
+        "pytest-xdist>=3.5,<4",  # `-n 3 --dist loadfile`: three workers keep 2 cores busy (README "Tests")
         "nbclient>=0.10,<0.12",
         "nbformat>=5.10,<6",
         "ipykernel>=6.29,<8",
