@@ -112,7 +112,8 @@ def _check_array_labels(name: str, split: str, x, y, num_classes: Optional[int])
 
 def _digits_csv() -> str:
     """The path of scikit-learn's `datasets/data/digits.csv.gz`, found without importing scikit-learn (its
-    import costs ~1 s, a third of a smoke run's start-up on 2 cores); `load_digits` reads the same file."""
+    import costs ~1 s per process on 2 cores, paid by every run on the default data); `load_digits` reads the
+    same file."""
     import importlib.util
 
     spec = importlib.util.find_spec("sklearn")
