@@ -156,6 +156,26 @@ def test_jpeg_odd_sizes_and_tables():
         np.testing.assert_array_equal(out, np.asarray(decoded))
 
 
+def test_spatter_canny_and_distance_transform_match_opencv():
+    """The two OpenCV steps spatter rebuilds, on a blurred noise field like spatter's (many short edges,
+    long chains, flat zero areas): `cv2.Canny(50, 150)` exactly; `cv2.distanceTransform(L2, 5)` within
+    float32 rounding below the truncation at 20 (the sums' order differs from OpenCV's scan)."""
+    cv2 = pytest.importorskip("cv2")
+    from scipy import ndimage
+
+    r = np.random.default_rng(3)
+    field = ndimage.gaussian_filter(r.normal(0.65, 0.3, (96, 112)), 2, mode="nearest")
+    level = np.floor(np.where(field < 0.68, 0, field) * 255).astype(np.uint8)
+    level[20:80, 30:90] = 0  # a flat area whose centre is more than 20 pixels from any edge
+    edges = np.asarray(jax.jit(lambda x: spatter.canny(x, 50, 150))(jnp.asarray(level, jnp.int32)))
+    want = cv2.Canny(level, 50, 150) > 0
+    assert want.sum() > 100 and np.array_equal(edges, want)
+    got = np.asarray(jax.jit(spatter.chamfer_distance)(jnp.asarray(want)))
+    ref = np.minimum(cv2.distanceTransform((~want).astype(np.uint8), cv2.DIST_L2, 5), 20)
+    assert ref.max() == 20 and (ref < 20).sum() > 1000  # distances far from the edges are capped
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-5)
+
+
 # ---------------------------------------------------------------------------------------- random
 
 
