@@ -214,6 +214,8 @@ def test_converter_reads_a_lightning_checkpoint_file_end_to_end(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # the same converter on a small model: test_converter_reads_a_lightning_checkpoint_file_end_to_end;
+# the full-size parameter counts: the FULL_PARAMS templates above (24 CPU-s of the default run on 2 cores)
 def test_full_size_f8_lightning_checkpoint_converts_end_to_end(tmp_path):
     """DAT's VQGAN at full size (67.7M parameters): a random-weights Lightning-style file with `loss.*` keys
     through robust-jax-convert, loaded strictly, same codes and reconstructions as easyrobust's model."""
