@@ -21,6 +21,8 @@ speed and the rounding of convolutions change (a long training run then follows 
 trajectory).
 Library functions called inside a user's own `jax.jit` (attacks, losses) cannot choose compile options:
 jit with `robust_jax.compile_options.jit` (or pass `compiler_options=cpu_compiler_options()`) to get them.
+Programs of another kind name their own measured CPU options (`jit(fn, cpu_options=...)`, e.g. the emitter
+choice of `robust_jax.corruptions.CPU_COMPILER_OPTIONS`), applied under the same conditions and switches.
 """
 from __future__ import annotations
 
@@ -77,29 +79,41 @@ def enabled() -> bool:
     return _state["config"] and env_enabled()
 
 
+def _on_cpu(options: dict, backend: Optional[str]) -> dict:
+    """`options` on CPU with a jaxlib in JAXLIB_RANGE, less any option that XLA_FLAGS sets itself (the user's
+    choice wins); else {}."""
+    if (backend or jax.default_backend()) != "cpu" or not jaxlib_supported():
+        return {}
+    user_flags = os.environ.get("XLA_FLAGS", "")
+    return {k: v for k, v in options.items() if k not in user_flags}
+
+
 def cpu_compiler_options(backend: Optional[str] = None, *, fast_conv: Optional[bool] = None) -> dict:
     """The per-compile options for `jax.jit(..., compiler_options=...)`: CPU_OPTIONS on CPU when the switch is
     on (`fast_conv` overrides it) and the jaxlib version is in JAXLIB_RANGE, less any option that XLA_FLAGS
     sets itself (the user's choice wins); else {}."""
     if not (enabled() if fast_conv is None else fast_conv):
         return {}
-    if (backend or jax.default_backend()) != "cpu" or not jaxlib_supported():
-        return {}
-    user_flags = os.environ.get("XLA_FLAGS", "")
-    return {k: v for k, v in CPU_OPTIONS.items() if k not in user_flags}
+    return _on_cpu(CPU_OPTIONS, backend)
+
+
+def applicable(options: dict, backend: Optional[str] = None) -> dict:
+    """A program's own measured CPU `options` under the same conditions as `cpu_compiler_options`: on CPU,
+    jaxlib in JAXLIB_RANGE, the switch on, less what XLA_FLAGS sets; else {}."""
+    return _on_cpu(options, backend) if options and enabled() else {}
 
 
 class _Jit:
-    """`jax.jit(fn, compiler_options=cpu_compiler_options(), **kwargs)`, the options read at each call (one
-    jitted function per distinct options); other attributes (`lower`, `trace`, ...) go to the current one."""
+    """`jax.jit(fn, compiler_options=options(), **kwargs)`, the options read at each call (one jitted function
+    per distinct options); other attributes (`lower`, `trace`, ...) go to the current one."""
 
-    def __init__(self, fn, kwargs):
-        self._fn, self._kwargs, self._jitted = fn, kwargs, {}
+    def __init__(self, fn, kwargs, options=cpu_compiler_options):
+        self._fn, self._kwargs, self._jitted, self._options = fn, kwargs, {}, options
         self.__wrapped__ = fn
         self.__doc__ = getattr(fn, "__doc__", None)
 
     def current(self):
-        opts = cpu_compiler_options()
+        opts = self._options()
         key = tuple(sorted(opts.items()))
         j = self._jitted.get(key)
         if j is None:
@@ -110,13 +124,15 @@ class _Jit:
         return self.current()(*args, **kwargs)
 
     def __getattr__(self, name):
-        if name.startswith("__") or name in ("_fn", "_kwargs", "_jitted"):
+        if name.startswith("__") or name in ("_fn", "_kwargs", "_jitted", "_options"):
             raise AttributeError(name)
         return getattr(self.current(), name)
 
 
-def jit(fn=None, **kwargs):
-    """`jax.jit` with the package's compile options (`cpu_compiler_options()`); usable as a decorator."""
+def jit(fn=None, *, cpu_options: Optional[dict] = None, **kwargs):
+    """`jax.jit` with the package's compile options (`cpu_compiler_options()`), or with `cpu_options`, the
+    program's own (where `applicable`), instead; usable as a decorator."""
+    options = cpu_compiler_options if cpu_options is None else functools.partial(applicable, dict(cpu_options))
     if fn is None:
-        return lambda f: _Jit(f, kwargs)
-    return _Jit(fn, kwargs)
+        return lambda f: _Jit(f, kwargs, options)
+    return _Jit(fn, kwargs, options)

@@ -100,6 +100,26 @@ def test_quick_codegen_keeps_every_bit():
         assert a.dtype == b.dtype and bool(jnp.all(a == b))
 
 
+@needs_supported_jaxlib
+def test_a_programs_own_options_follow_the_same_rules(monkeypatch):
+    """`jit(fn, cpu_options=...)` compiles with that program's options instead of CPU_OPTIONS (here FAST_CONV
+    alone, visible in the compiled conv), under the same switch, backend and XLA_FLAGS rules."""
+    co.configure(True)
+    own = {"xla_cpu_use_fusion_emitters": False, **co.FAST_CONV}
+    assert co.applicable(own) == own and co.applicable({}) == {}
+    assert "__ynn_fusion" not in _compiled_text(co.jit(_conv, cpu_options=co.FAST_CONV))
+    assert "__ynn_fusion" in _compiled_text(co.jit(_conv, cpu_options={"xla_cpu_use_fusion_emitters": False}))
+    assert co.applicable(own, "gpu") == {} and co.applicable(own, "tpu") == {}
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_use_fusion_emitters=true")
+    assert co.applicable(own) == co.FAST_CONV
+    monkeypatch.delenv("XLA_FLAGS")
+    monkeypatch.setenv(co.ENV, "0")
+    assert co.applicable(own) == {}
+    monkeypatch.delenv(co.ENV)
+    co.configure(False)
+    assert co.applicable(own) == {}
+
+
 def test_other_backends_and_versions_get_none():
     co.configure(True)
     for backend in ("gpu", "cuda", "rocm", "tpu", "METAL"):

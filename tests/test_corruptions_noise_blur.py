@@ -393,3 +393,21 @@ def test_corrupt_jits_on_small_and_grey_batches():
     grey = corrupt(jax.random.key(1), x[..., :1], "gaussian_blur", 2)
     np.testing.assert_allclose(grey, corrupt(jax.random.key(1), jnp.repeat(x[..., :1], 3, -1),
                                              "gaussian_blur", 2)[..., :1], atol=1e-6)
+
+
+def test_jit_with_per_corruption_compile_options_gives_corrupt_values():
+    """`corruptions.jit` compiles the corruptions of CPU_COMPILER_OPTIONS with their own XLA:CPU options (the
+    elemental loop emitter) and returns exactly what `jax.jit` of `corrupt` does; names and severities are
+    checked before any tracing."""
+    from robust_jax import corruptions
+    x = jnp.asarray(np.stack(_images(32, 2)) / 255.0, jnp.float32)
+    key = jax.random.key(3)
+    assert set(corruptions.CPU_COMPILER_OPTIONS) <= set(corruptions.ALL)
+    for name in sorted(corruptions.CPU_COMPILER_OPTIONS) + ["gaussian_noise"]:  # and one without options
+        fn = corruptions.jit(name, 2, params="imagenet")
+        want = jax.jit(lambda k, im: corruptions.corrupt(k, im, name, 2, params="imagenet"))(key, x)
+        np.testing.assert_array_equal(np.asarray(fn(key, x)), np.asarray(want), err_msg=name)
+    with pytest.raises(ValueError, match="unknown corruption"):
+        corruptions.jit("zoom", 2)
+    with pytest.raises(ValueError, match="severity"):
+        corruptions.jit("zoom_blur", 6)

@@ -73,7 +73,7 @@ def check_implemented(names) -> None:
 
 @functools.lru_cache(maxsize=256)
 def _corrupt_jit(name: str, severity: int, quantize: bool, params: str = "auto"):
-    return jax.jit(lambda key, x: corruptions.corrupt(key, x, name, severity, quantize=quantize, params=params))
+    return corruptions.jit(name, severity, quantize=quantize, params=params)
 
 
 @functools.lru_cache(maxsize=16)
