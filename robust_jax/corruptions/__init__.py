@@ -73,6 +73,14 @@ def get(name: str):
     return _FUNCTIONS[name]
 
 
+def _checked(name: str, severity: int):
+    """The per-image function of `name` (`get`), after checking `severity`."""
+    fn = get(name)
+    if severity not in SEVERITIES:
+        raise ValueError(f"severity must be one of {SEVERITIES}, got {severity!r}")
+    return fn
+
+
 def corrupt(key, images, name: str, severity: int, *, quantize: bool = True, params: str = "imagenet"):
     """Corrupts a batch `[B, H, W, C]` (C in {1, 3}, float in [0,1]) with `name` at `severity` (1..5).
 
@@ -86,9 +94,7 @@ def corrupt(key, images, name: str, severity: int, *, quantize: bool = True, par
     reference's float64 is exact (e.g. a blur of a flat region), and the guard keeps those on level k;
     where the reference's own float64 rounding lands just below k it truncates to k - 1 and the two
     differ by one level (agreement per corruption: docs/corruptions/)."""
-    fn = get(name)
-    if severity not in SEVERITIES:
-        raise ValueError(f"severity must be one of {SEVERITIES}, got {severity!r}")
+    fn = _checked(name, severity)
     if images.ndim != 4 or images.shape[-1] not in (1, 3):
         raise ValueError(f"expected images [B, H, W, 1 or 3], got shape {tuple(images.shape)}")
     params = params_lib.resolve(params, images.shape[1], images.shape[2])
@@ -114,9 +120,7 @@ def jit(name: str, severity: int, *, quantize: bool = True, params: str = "image
     """`corrupt(key, images, name, severity, quantize=..., params=...)` as a jitted function of `(key, images)`,
     compiled with `CPU_COMPILER_OPTIONS[name]` where they apply (CPU, a measured jaxlib, the package's compile
     switch on: `robust_jax.compile_options`); same values as `jax.jit` of `corrupt`."""
-    get(name)
-    if severity not in SEVERITIES:
-        raise ValueError(f"severity must be one of {SEVERITIES}, got {severity!r}")
+    _checked(name, severity)
     return compile_options.jit(
         lambda key, images: corrupt(key, images, name, severity, quantize=quantize, params=params),
         cpu_options=CPU_COMPILER_OPTIONS.get(name, {}))
