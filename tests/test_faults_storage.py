@@ -88,11 +88,12 @@ def _truncate_metadata(workdir, step):
 
 # --- interruptions --------------------------------------------------------------------------------------
 
+# The smoke recipe as the interrupted runs get it on the command line and the uninterrupted reference in process.
 # PGD-2 instead of the recipe's PGD-10 in training: resuming does not depend on the attack's length, and the
 # ~100 steps of the three runs and the reference cost a third as much (40 steps: 20 -> 13 CPU-s per process)
-MAIN_ARGS = ["--config.train.num_steps=40", "--config.train.log_every=1", "--config.train.eval_every=10",
-             "--config.train.eval_suite=clean", "--config.train.eval_examples=64", "--config.eval.suite=clean",
-             "--config.method.attack.steps=2"]
+RUN_FIELDS = {"train.num_steps": 40, "train.log_every": 1, "train.eval_every": 10, "train.eval_suite": "clean",
+              "train.eval_examples": 64, "eval.suite": "clean", "method.attack.steps": 2}
+MAIN_ARGS = [f"--config.{field}={value}" for field, value in RUN_FIELDS.items()]
 
 
 def _main(workdir):
@@ -152,8 +153,8 @@ def test_sigkill_then_sigterm_then_rerun_of_the_default_recipe_equals_an_uninter
     assert proc.returncode == 0, err[-3000:]
     assert not glob.glob(os.path.join(workdir, "checkpoints", "*orbax-checkpoint-tmp*"))
 
-    config = smoke_config(num_steps=40, log_every=1, eval_every=10, eval_suite="clean", eval_examples=64)
-    config.method.attack.steps = 2
+    config = default.get_config("smoke")
+    config.update_from_flattened_dict(RUN_FIELDS)
     reference = str(tmp_path / "uninterrupted")
     report = train.train_and_evaluate(config, reference)
     assert json.loads(out.strip().splitlines()[-1])["final"] == {k: round(100 * v, 2)
