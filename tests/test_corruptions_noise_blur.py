@@ -71,13 +71,6 @@ def test_gaussian_filter_matches_skimage_2d_per_axis_sigma():
         F.gaussian_filter(x, 1.0, mode="edge")
 
 
-def test_fft_length_is_the_next_length_of_only_2_3_and_5():
-    """correlate2d's FFT length (its circular convolution keeps the valid part exact at any length >= the
-    padded image; the cv2 comparison below runs it at 36 x 40, 40 x 45, 27 x 36 and 30 x 27)."""
-    from robust_jax.corruptions.filters import fft_length
-    assert [fft_length(n) for n in (1, 7, 11, 48, 49, 240, 244, 257)] == [1, 8, 12, 48, 50, 240, 250, 270]
-
-
 def test_disk_kernel_and_correlate2d_match_reference_and_cv2():
     cv2 = pytest.importorskip("cv2")
     R = pytest.importorskip("imagecorruptions.corruptions")

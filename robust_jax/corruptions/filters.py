@@ -43,6 +43,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.fft
 
 MODES = ("reflect", "mirror", "nearest", "wrap", "constant")
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -159,19 +160,6 @@ def _pad2d(x, ry: int, rx: int, mode: str):
     return jnp.take(jnp.take(x, iy, axis=0), ix, axis=1)
 
 
-def fft_length(n: int) -> int:
-    """The smallest integer >= n whose only prime factors are 2, 3 and 5 (the FFT's fast lengths)."""
-    m = int(n)
-    while True:
-        k = m
-        for p in (2, 3, 5):
-            while k % p == 0:
-                k //= p
-        if k == 1:
-            return m
-        m += 1
-
-
 def correlate2d(x, kernel, *, mode: str = "mirror"):
     """`cv2.filter2D(x, -1, kernel)` on each channel of `x` [H, W] or [H, W, C]: correlation with an
     odd-sized 2-D kernel anchored at its centre; default border BORDER_REFLECT_101 ('mirror').
@@ -193,9 +181,9 @@ def correlate2d(x, kernel, *, mode: str = "mirror"):
     if kh * kw > 49:
         # convolution with the flipped kernel = correlation; keep the 'valid' part. A circular convolution
         # of any length N >= the padded image's wraps around only into its first kh - 1 outputs, which are
-        # dropped, so N is the next FFT-friendly length rather than the full linear size (224 px with a
-        # 17x17 disk: 240 instead of 256, 2-19% faster in four interleaved runs)
-        size = (fft_length(xp.shape[0]), fft_length(xp.shape[1]))
+        # dropped, so N is the next FFT-friendly length (factors 2, 3, 5) rather than the full linear size
+        # (224 px with a 17x17 disk: 240 instead of 256, 2-19% faster in four interleaved runs)
+        size = tuple(scipy.fft.next_fast_len(n, real=True) for n in xp.shape[:2])
         kf = jnp.fft.rfft2(jnp.asarray(kernel[::-1, ::-1], jnp.float32), size)
         full = jnp.fft.irfft2(jnp.fft.rfft2(xp, size, axes=(0, 1)) * kf[..., None], size, axes=(0, 1))
         out = full[kh - 1:kh - 1 + h, kw - 1:kw - 1 + w]
