@@ -39,6 +39,10 @@ os.environ["XLA_FLAGS"] = with_fast_compile(os.environ.get("XLA_FLAGS", ""))
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
+import mlir_contexts  # noqa: E402
+
+mlir_contexts.reuse()  # one MLIR context per thread for many lowerings (tests/mlir_contexts.py)
+
 # Many tests compile the same programs (smoke configs, shared model shapes); a persistent cache shared by both
 # pytest-xdist workers and their subprocesses keeps the suite fast. JAX writes cache entries in place (not
 # atomically); with a size limit set it takes a file lock around every read and write (the `filelock` package,

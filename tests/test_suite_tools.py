@@ -1,9 +1,15 @@
-"""The suite's own helpers: the workers' file order (tests/file_order.py) and the XLA flags its processes get
-(tests/xla_flags.py)."""
+"""The suite's own helpers: the workers' file order (tests/file_order.py), the XLA flags its processes get
+(tests/xla_flags.py) and their shared MLIR contexts (tests/mlir_contexts.py)."""
 import pathlib
+import threading
 import types
 
+import jax
+import jax.numpy as jnp
+import numpy as np
+
 import file_order
+import mlir_contexts
 import xla_flags
 
 
@@ -27,3 +33,34 @@ def test_fast_compile_flags_are_added_unless_the_option_is_set_and_removed_again
     assert xla_flags.with_fast_compile(mine) == f"{mine} {emitters}"  # the user's level is kept
     assert xla_flags.without_fast_compile(xla_flags.with_fast_compile(mine)) == mine
     assert xla_flags.without_fast_compile(f"{level} --xla_dump_to=/tmp/x {emitters}") == "--xla_dump_to=/tmp/x"
+
+
+def _in_a_new_thread(fn):
+    out = []
+    thread = threading.Thread(target=lambda: out.append(fn()))
+    thread.start()
+    thread.join()
+    return out[0]
+
+
+def test_lowerings_share_their_threads_mlir_context_for_n_programs_and_compute_the_same():
+    from jax._src.interpreters import mlir
+
+    assert getattr(mlir.make_ir_context, "reused", False), "tests/conftest.py applies mlir_contexts.reuse()"
+    assert not mlir_contexts.reuse(), "applied twice"
+    x = jnp.arange(3.0)
+    real, seen = mlir.make_ir_context, []
+
+    def three_programs():  # on a thread of their own: its first lowerings
+        for scale in range(1, 4):
+            np.testing.assert_array_equal(jax.jit(lambda x, s=scale: x * s + 1)(x), np.arange(3.0) * scale + 1)
+
+    mlir.make_ir_context = lambda: seen.append(real()) or seen[-1]
+    try:
+        _in_a_new_thread(three_programs)
+    finally:
+        mlir.make_ir_context = real
+    assert len(seen) == 3 and seen[0] is seen[1] is seen[2], "one context for the thread's lowerings"
+    assert _in_a_new_thread(real) is not seen[0], "another thread, another context"
+    many = _in_a_new_thread(lambda: [real() for _ in range(300)])  # 256 per context: a new one once
+    assert len({id(context) for context in many}) == 2
