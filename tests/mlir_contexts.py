@@ -23,9 +23,10 @@ import threading
 import jax
 
 TESTED_JAX = ((0, 10), (0, 11))  # [from, to): setup.py's jax range
+LOWERINGS_PER_CONTEXT = 256
 
 
-def reuse(lowerings_per_context: int = 256) -> bool:
+def reuse(lowerings_per_context: int = LOWERINGS_PER_CONTEXT) -> bool:
     """Shares each thread's MLIR context across `lowerings_per_context` lowerings; returns whether it applied."""
     try:
         from jax._src.interpreters import mlir

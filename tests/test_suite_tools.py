@@ -62,5 +62,6 @@ def test_lowerings_share_their_threads_mlir_context_for_n_programs_and_compute_t
         mlir.make_ir_context = real
     assert len(seen) == 3 and seen[0] is seen[1] is seen[2], "one context for the thread's lowerings"
     assert _in_a_new_thread(real) is not seen[0], "another thread, another context"
-    many = _in_a_new_thread(lambda: [real() for _ in range(300)])  # 256 per context: a new one once
-    assert len({id(context) for context in many}) == 2
+    n = mlir_contexts.LOWERINGS_PER_CONTEXT
+    many = _in_a_new_thread(lambda: [real() for _ in range(n + 1)])  # one context for n lowerings, then another
+    assert len({id(context) for context in many[:n]}) == 1 and many[n] is not many[0]
