@@ -225,9 +225,11 @@ def test_tfds_empty_data_dir_means_default(tmp_path, monkeypatch):
 
     def fake_builder(name, data_dir=None):
         seen.append(data_dir)
-        raise sources.tfds.core.registered.DatasetNotFoundError(name)
+        raise tfds.core.registered.DatasetNotFoundError(name)
 
-    monkeypatch.setattr(sources.tfds, "builder", fake_builder)
+    import tensorflow_datasets as tfds
+
+    monkeypatch.setattr(tfds, "builder", fake_builder)
     with pytest.raises(ValueError):
         data.source_for(make_cfg("mnist", data_dir=""))
     assert seen == [None]

@@ -54,8 +54,9 @@ def test_every_module_outside_the_input_pipeline_imports_without_tensorflow():
 def test_the_input_pipeline_is_the_only_place_that_loads_tensorflow():
     """With TF installed, importing the library (data's facade included) loads neither TF nor torch; the
     first use of a pipeline function does load TF, without Keras, and reads the digits without importing
-    scikit-learn. A run's metrics writer (TensorBoard events through
-    tensorboardX, which would import torch) leaves torch unloaded, and torch still imports afterwards."""
+    scikit-learn or tensorflow_datasets (only TFDS and ImageFolder sources need it). A run's metrics writer
+    (TensorBoard events through tensorboardX, which would import torch) leaves torch unloaded, and torch still
+    imports afterwards."""
     out = _run("""
         import glob, sys, tempfile
         import robust_jax.attacks, robust_jax.models, robust_jax.methods, robust_jax.corruptions
@@ -64,7 +65,7 @@ def test_the_input_pipeline_is_the_only_place_that_loads_tensorflow():
         from configs import common
         cfg = common.base().data
         robust_jax.data.source_for(cfg)
-        print("AFTER_USE", "tensorflow" in sys.modules, "keras" in sys.modules, "sklearn" in sys.modules)
+        print("AFTER_USE", *(m in sys.modules for m in ("tensorflow", "keras", "sklearn", "tensorflow_datasets")))
         from robust_jax.metrics_writer import MetricsWriter
         workdir = tempfile.mkdtemp()
         writer = MetricsWriter(workdir)
@@ -77,7 +78,7 @@ def test_the_input_pipeline_is_the_only_place_that_loads_tensorflow():
         except ImportError:  # the parity extra is not installed
             print("TORCH_AFTER", 2.0)
         """)
-    assert "AFTER_IMPORT False False" in out and "AFTER_USE True False False" in out, out
+    assert "AFTER_IMPORT False False" in out and "AFTER_USE True False False False" in out, out
     assert "WRITER False 1" in out and "TORCH_AFTER 2.0" in out, out
 
 

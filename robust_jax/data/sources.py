@@ -29,8 +29,6 @@ from typing import Callable, Optional, Tuple
 
 import numpy as np
 
-import tensorflow_datasets as tfds
-
 from robust_jax.data.tf_runtime import tf
 
 
@@ -168,11 +166,20 @@ def _npz_arrays(path: str):
     return arrays
 
 
+def _tfds():
+    """`tensorflow_datasets`, imported on first use: only TFDS and ImageFolder sources need it, and its import
+    costs every process that reads in-memory data (digits, npz, fake) about half a second."""
+    import tensorflow_datasets
+
+    return tensorflow_datasets
+
+
 class TFDSSource:
     """A prepared TFDS dataset (by name, or an ImageFolder directory). Images are decoded in the
     pipeline (after shuffling and skipping), so resuming mid-epoch does not decode skipped examples."""
 
     def __init__(self, name: str, data_dir: Optional[str] = None, builder=None):
+        tfds = _tfds()
         self.name = name
         data_dir = data_dir or None  # '' (the config default) means TFDS's default directory
         if builder is None:
@@ -199,6 +206,7 @@ class TFDSSource:
             raise ValueError(f"dataset {self.name!r} has no split {split!r}; splits: {self.splits}")
         n = self.builder.info.splits[split].num_examples
         lo, hi = _shard_bounds(n, shard[0], shard[1], drop_remainder)
+        tfds = _tfds()
         decoders = {"image": tfds.decode.SkipDecoding()}
         if isinstance(self.builder, tfds.folder_dataset.ImageFolder):
             # ImageFolder rejects the sub-split syntax `split[lo:hi]`: slice the (fixed-order) split instead.
@@ -260,5 +268,5 @@ def get_source(name: str, data_dir: Optional[str] = None):
         root = name[len("imagefolder:"):]
         if not os.path.isdir(root):
             raise FileNotFoundError(f"image folder not found: {root!r} (expected {root}/<split>/<class>/<image>)")
-        return TFDSSource(name, builder=tfds.folder_dataset.ImageFolder(root))
+        return TFDSSource(name, builder=_tfds().folder_dataset.ImageFolder(root))
     return TFDSSource(name, data_dir)
