@@ -3,6 +3,7 @@ training lowering the reconstruction loss, the files a run leaves and resuming t
 import json
 import os
 import re
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -101,15 +102,25 @@ def test_patch_discriminator_matches_taming():
         d.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)), train=False)
 
 
-def test_training_lowers_the_reconstruction_loss_and_leaves_a_loadable_vqgan(tmp_path):
-    config = vqgan_digits.get_config("smoke")  # with its PatchGAN term; the programs of the config's smoke test
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """configs/vqgan_digits.py's smoke run, with its PatchGAN term, for 30 steps logged every 10:
+    (config, workdir, report)."""
+    config = vqgan_digits.get_config("smoke")
     with config.unlocked():
         config.train.update(num_steps=30, log_every=10)
-    workdir = str(tmp_path / "vq")
-    report = trainers.train_and_evaluate(config, workdir)
+    workdir = str(tmp_path_factory.mktemp("vq"))
+    return config, workdir, trainers.train_and_evaluate(config, workdir)
+
+
+def _logged(workdir):
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        logged = [json.loads(line) for line in f]
-    rec = [m["rec_loss"] for m in logged if "rec_loss" in m]
+        return [json.loads(line) for line in f]
+
+
+def test_training_lowers_the_reconstruction_loss_and_leaves_a_loadable_vqgan(trained):
+    _, workdir, report = trained
+    rec = [m["rec_loss"] for m in _logged(workdir) if "rec_loss" in m]
     assert rec[-1] < 0.7 * rec[0]
     for name in ("vqgan.msgpack", "vqgan_model.json", "reconstructions.png", "report.md", "report.json"):
         assert os.path.isfile(os.path.join(workdir, name)), name
@@ -120,16 +131,16 @@ def test_training_lowers_the_reconstruction_loss_and_leaves_a_loadable_vqgan(tmp
     assert 0 < report["metrics"]["code_usage"] <= 1 and report["metrics"]["psnr"] > 0
 
 
-def test_an_interrupted_run_resumes_and_missing_files_are_explained(tmp_path):
-    config = vqgan_digits.get_config("smoke")  # the programs of the test above: compiled once (persistent cache)
+def test_a_finished_run_resumes_for_more_steps_and_missing_files_are_explained(trained, tmp_path):
+    config, finished, _ = trained
     workdir = str(tmp_path / "vq")
-    trainers.train_and_evaluate(config, workdir)
+    shutil.copytree(finished, workdir)
+    config = config.copy_and_resolve_references()
     with config.unlocked():
-        config.train.num_steps = 3
+        config.train.num_steps = 32
     trainers.train_and_evaluate(config, workdir)
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        steps = [json.loads(line)["step"] for line in f if "rec_loss" in line]
-    assert steps == [1, 2, 3]  # steps 1-2 from the first run, only step 3 from the resumed one
+    steps = [m["step"] for m in _logged(workdir) if "rec_loss" in m]
+    assert steps == [10, 20, 30, 32]  # 10-30 from the first run, only the last step from the resumed one
     with pytest.raises(FileNotFoundError, match="configs/vqgan_digits.py"):
         load_trained(str(tmp_path / "nothing"))
 
