@@ -40,10 +40,14 @@ VARIANTS = [("digits_amp", "lambda"), ("digits_amp", "geometric"), ("digits_amp"
 # Smoke runs that compile the largest programs (minutes of the suite on 2 CPU cores) and whose method, trainer and
 # evaluation a smaller recipe's smoke run covers: imagenet_pgd_at_resnet50 (cifar10_pgd_at), imagenet_advbn_resnet50
 # (digits_advbn), imagenet_dat_* (digits_dat), imagenet_vit_at and cifar10_subset_vit (cifar10_vit_at), vqgan_cifar10
-# (vqgan_digits), cifar10_amp (digits_amp, cifar10_subset_amp), cifar10_mixacm (digits_mixacm). In the default run
-# their train step is traced with the recipe's own model, method and optimiser (test_smoke_train_step_traces).
+# (vqgan_digits), cifar10_amp (digits_amp, cifar10_subset_amp), cifar10_mixacm (digits_mixacm); and the smoke runs
+# another file runs anyway: vqgan_digits (tests/test_vqgan_training.py trains and resumes it, with these checks) and
+# cifar10_eval_converted_resnet18 (standard training of a ResNet-18: cifar10_pgd_at's run covers the trainer and
+# evaluation, tests/test_convert.py the ResNet-18 in training and evaluation). In the default run their train step
+# is traced with the recipe's own model, method and optimiser (test_smoke_train_step_traces).
 HEAVY_SMOKE = ("imagenet_pgd_at_resnet50", "imagenet_advbn_resnet50", "imagenet_dat_resnet50", "imagenet_dat_vit_b16",
-               "imagenet_vit_at", "cifar10_subset_vit", "vqgan_cifar10", "cifar10_amp", "cifar10_mixacm")
+               "imagenet_vit_at", "cifar10_subset_vit", "vqgan_cifar10", "cifar10_amp", "cifar10_mixacm",
+               "vqgan_digits", "cifar10_eval_converted_resnet18")
 
 
 def _smoke_param(name):
