@@ -223,11 +223,11 @@ def test_tfds_empty_data_dir_means_default(tmp_path, monkeypatch):
     """The config default data_dir='' must mean TFDS's default directory, not the working directory."""
     seen = []
 
+    import tensorflow_datasets as tfds
+
     def fake_builder(name, data_dir=None):
         seen.append(data_dir)
         raise tfds.core.registered.DatasetNotFoundError(name)
-
-    import tensorflow_datasets as tfds
 
     monkeypatch.setattr(tfds, "builder", fake_builder)
     with pytest.raises(ValueError):

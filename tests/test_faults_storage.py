@@ -23,6 +23,7 @@ import pytest
 from configs import default
 from robust_jax import builders, checkpoint, loop, parallel, train
 from robust_jax.checkpoint import CheckpointError, Checkpoints
+from saved_runs import logged_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIRECTORY_LOG = "robust_jax.checkpoint"
@@ -61,11 +62,6 @@ def _assert_same_params(a, b):
     assert len(leaves_a) == len(leaves_b)
     for x, y in zip(leaves_a, leaves_b):
         np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
-
-
-def _logged(workdir):
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f]
 
 
 def _copy(finished, tmp_path):
@@ -159,7 +155,7 @@ def test_sigkill_then_sigterm_then_rerun_of_the_default_recipe_equals_an_uninter
     report = train.train_and_evaluate(config, reference)
     assert json.loads(out.strip().splitlines()[-1])["final"] == {k: round(100 * v, 2)
                                                                  for k, v in report["accuracy"].items()}
-    got, want = _logged(workdir), _logged(reference)
+    got, want = logged_metrics(workdir), logged_metrics(reference)
     assert [m["step"] for m in got] == [m["step"] for m in want]  # no step twice, none missing
     for g, w in zip(got, want):
         assert g.keys() == w.keys()
@@ -310,12 +306,12 @@ def test_metrics_have_each_step_once_after_a_resume_and_after_a_rerun_of_a_finis
     monkeypatch.setattr(train.data, "train_batches", dies_at_step_6)
     with pytest.raises(RuntimeError):
         train.train_and_evaluate(config, workdir)
-    assert [m["step"] for m in _logged(workdir)] == [1, 2, 3, 4, 5] and Checkpoints(workdir).latest_step() == 3
+    assert [m["step"] for m in logged_metrics(workdir)] == [1, 2, 3, 4, 5] and Checkpoints(workdir).latest_step() == 3
     monkeypatch.undo()
     for _ in range(2):  # resume, then the finished run once more
         train.train_and_evaluate(config, workdir)
-        assert [m["step"] for m in _logged(workdir)] == [m["step"] for m in _logged(finished["workdir"])]
-        assert [m["step"] for m in _logged(workdir)] == [1, 2, 3, 4, 5, 6, 6]  # the last: final/clean
+        assert [m["step"] for m in logged_metrics(workdir)] == [m["step"] for m in logged_metrics(finished["workdir"])]
+        assert [m["step"] for m in logged_metrics(workdir)] == [1, 2, 3, 4, 5, 6, 6]  # the last: final/clean
         assert _tensorboard_steps(workdir, "loss") == [1, 2, 3, 4, 5, 6]
 
 

@@ -1,6 +1,5 @@
 """VQGAN training: the objective's gradient separation and adaptive weight, the PatchGAN against taming's,
 training lowering the reconstruction loss, the files a run leaves and resuming them."""
-import json
 import os
 import re
 import shutil
@@ -16,6 +15,7 @@ from robust_jax.models import vqgan
 from robust_jax.models.vqgan_io import load_trained
 from robust_jax.vqgan_training import VQGANObjective
 from robust_jax.vqgan_training.discriminator import PatchDiscriminator
+from saved_runs import logged_metrics
 
 ARCH = dict(ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), resolution=16, n_embed=16,
             in_channels=1, out_ch=1)
@@ -113,14 +113,9 @@ def trained(tmp_path_factory):
     return config, workdir, trainers.train_and_evaluate(config, workdir)
 
 
-def _logged(workdir):
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f]
-
-
 def test_training_lowers_the_reconstruction_loss_and_leaves_a_loadable_vqgan(trained):
     _, workdir, report = trained
-    rec = [m["rec_loss"] for m in _logged(workdir) if "rec_loss" in m]
+    rec = [m["rec_loss"] for m in logged_metrics(workdir) if "rec_loss" in m]
     assert rec[-1] < 0.7 * rec[0]
     for name in ("vqgan.msgpack", "vqgan_model.json", "reconstructions.png", "report.md", "report.json"):
         assert os.path.isfile(os.path.join(workdir, name)), name
@@ -139,7 +134,7 @@ def test_a_finished_run_resumes_for_more_steps_and_missing_files_are_explained(t
     with config.unlocked():
         config.train.num_steps = 32
     trainers.train_and_evaluate(config, workdir)
-    steps = [m["step"] for m in _logged(workdir) if "rec_loss" in m]
+    steps = [m["step"] for m in logged_metrics(workdir) if "rec_loss" in m]
     assert steps == [10, 20, 30, 32]  # 10-30 from the first run, only the last step from the resumed one
     with pytest.raises(FileNotFoundError, match="configs/vqgan_digits.py"):
         load_trained(str(tmp_path / "nothing"))
