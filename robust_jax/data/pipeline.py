@@ -13,7 +13,7 @@ import numpy as np
 from robust_jax import parallel
 from robust_jax.data import augment, randaugment
 from robust_jax.data.sources import get_source
-from robust_jax.data.tf_runtime import tf
+from robust_jax.data.tf_runtime import tf, without_autograph
 
 
 def source_for(cfg):
@@ -94,7 +94,7 @@ def train_batches(cfg, *, global_batch_size: int, mesh, seed: int, start_step: i
                                              erasing=erasing)
             return {"image": image, "label": ex["label"]}
 
-        ds = ds.map(prep, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = ds.map(without_autograph(prep), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         ds = ds.batch(local_bs, drop_remainder=True).prefetch(2)
         for batch in ds.as_numpy_iterator():
             yield parallel.to_global(batch, mesh)
@@ -134,7 +134,7 @@ def eval_batches(cfg, split: str, *, global_batch_size: int, mesh, num_examples:
         return {"image": augment.eval_preprocess(ex["image"], kind=cfg.eval_preprocess, size=size),
                 "label": ex["label"], "mask": tf.constant(1.0)}
 
-    ds = ds.map(prep, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.map(without_autograph(prep), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
     def batches():
         it = ds.batch(local_bs).prefetch(2).as_numpy_iterator()

@@ -29,7 +29,7 @@ from typing import Callable, Optional, Tuple
 
 import numpy as np
 
-from robust_jax.data.tf_runtime import tf
+from robust_jax.data.tf_runtime import tf, without_autograph
 
 
 class DataError(ValueError):
@@ -50,7 +50,8 @@ class Split:
         """The decoded examples."""
         if self.decode is None:
             return self.encoded
-        return self.encoded.map(self.decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return self.encoded.map(without_autograph(self.decode), num_parallel_calls=tf.data.AUTOTUNE,
+                                deterministic=True)
 
 
 def _shard_bounds(n: int, index: int, count: int, drop_remainder: bool) -> Tuple[int, int]:
@@ -214,8 +215,12 @@ class TFDSSource:
             ds = ds.skip(lo).take(hi - lo)
         else:
             ds = self.builder.as_dataset(split=f"{split}[{lo}:{hi}]", shuffle_files=False, decoders=decoders)
-        ds = ds.map(lambda ex: {"image": ex["image"], "label": tf.cast(ex["label"], tf.int32)})
+        ds = ds.map(without_autograph(_int32_label))
         return Split(ds, hi - lo, decode=_decode_image)
+
+
+def _int32_label(ex):
+    return {"image": ex["image"], "label": tf.cast(ex["label"], tf.int32)}
 
 
 def _decode_image(ex):

@@ -159,8 +159,10 @@ def present_labels(src, split: str) -> np.ndarray:
     over its splits, so with several splits (e.g. imagenet-r and imagenet-a side by side) it is scanned."""
     import tensorflow_datasets as tfds
 
+    from robust_jax.data.tf_runtime import without_autograph
+
     builder = getattr(src, "builder", None)
     if isinstance(builder, tfds.folder_dataset.ImageFolder) and len(builder.info.splits) == 1:
         return np.arange(src.num_classes)
-    labels = src.split(split).encoded.map(lambda ex: ex["label"]).batch(4096)
+    labels = src.split(split).encoded.map(without_autograph(lambda ex: ex["label"])).batch(4096)
     return np.unique(np.concatenate([np.asarray(b) for b in labels.as_numpy_iterator()] or [np.zeros(0, int)]))
