@@ -206,7 +206,7 @@ def test_imagefolder_train(image_folder, mesh):
 
 def test_pipelines_are_traced_without_autograph(image_folder, mesh, monkeypatch):
     """tf.data traces the pipelines' functions as written (`tf_runtime.without_autograph`): AutoGraph's rewrite of
-    their sources cost every run ~0.8 s, and they branch on Python values only. Covers the image decode and label
+    their sources cost every run ~1 s, and they branch on Python values only. Covers the image decode and label
     cast of a TFDS source (an ImageFolder), train preprocessing with RandAugment and random erasing, and eval
     preprocessing."""
     from tensorflow.python.autograph.impl import api
